@@ -1,0 +1,8 @@
+"""Reusable Keras 3 layers (keras.ops only: any backend)."""
+
+from tfllm.layers.attention import MultiHeadSelfAttention, make_attention_mask
+from tfllm.layers.embedding import PositionalEmbedding, positions_from, sinusoidal_encoding
+from tfllm.layers.transformer import TransformerBlock
+
+__all__ = ["MultiHeadSelfAttention", "PositionalEmbedding", "TransformerBlock",
+           "make_attention_mask", "positions_from", "sinusoidal_encoding"]

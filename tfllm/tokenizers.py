@@ -1,0 +1,335 @@
+"""Tokenizers: trained SentencePiece (BPE/unigram) and a character fallback.
+
+Both map text to int32 ids with TensorFlow / TensorFlow Text ops only, so the same object
+tokenizes in tf.data, in eager Python and inside an exported SavedModel served by TF Serving.
+Every tokenizer shares the first eight ids:
+
+    0 <pad>   1 <unk>   2 <s> (BOS)   3 </s> (EOS)
+    4 <|system|>   5 <|user|>   6 <|assistant|>   7 <|end|>   (chat format)
+
+Example:
+
+    tok = SentencePieceTokenizer.train(["some text\\n", "more text"], vocab_size=300)
+    ids = tok.tokenize(tf.constant(["hello world"]))     # int32 RaggedTensor (1, None)
+    tok.detokenize(ids)                                   # [b"hello world"]
+    tok.save("runs/demo"); tok = load_tokenizer("runs/demo")
+"""
+
+import io
+import json
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+SPECIAL_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+_RESERVED_PIECES = ("<pad>", "<unk>", "<s>", "</s>") + SPECIAL_TOKENS
+
+# What an unknown id decodes to: the Unicode replacement character, in both tokenizers.
+_UNK_SURFACE = "\ufffd"
+
+# Documents are cut into chunks of at most this many characters for the SentencePiece trainer
+# (it skips sentences over max_sentence_length bytes; 4 bytes per character at worst).
+_CHUNK_CHARS = 1000
+# Larger corpora are reduced to a seeded random sample of this many chunks (<= 100M characters),
+# which bounds training time and memory; 20M characters train in about a second.
+_MAX_TRAINING_CHUNKS = 100_000
+
+
+class Tokenizer(tf.Module):
+    """Common interface: text <-> int32 ids, graph-safe in both directions.
+
+    Subclasses set `kind`, fill `self._pieces` (the piece of every id, reserved ids first) and
+    implement `_tokenize` (1-D strings -> ragged ids) and `_detokenize` (ragged ids -> strings).
+    """
+
+    kind = None
+    pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+
+    @property
+    def vocab_size(self):
+        return len(self._pieces)
+
+    def token_id(self, piece):
+        """The id of one vocabulary piece, e.g. `token_id("<|end|>") == 7`."""
+        try:
+            return self._pieces.index(piece)  # a tuple: tf.Module would wrap a dict for tracking
+        except ValueError:
+            raise ValueError(
+                f"{piece!r} is not a piece of this {self.kind} tokenizer: use one of "
+                f"{_RESERVED_PIECES} or a piece from its vocabulary"
+            ) from None
+
+    def tokenize(self, texts):
+        """tf.string (batch,) or scalar -> int32 RaggedTensor (batch, None); no BOS/EOS added.
+
+        A scalar is treated as a batch of one, so the result is always (batch, None).
+        """
+        texts = tf.convert_to_tensor(texts, dtype=tf.string)
+        if texts.shape.rank == 0:
+            texts = texts[tf.newaxis]
+        elif texts.shape.rank is None:
+            texts = tf.reshape(texts, [-1])
+        elif texts.shape.rank != 1:
+            raise ValueError(
+                f"tokenize takes a scalar or a (batch,) string tensor, got shape {texts.shape}: "
+                "flatten the texts first"
+            )
+        return self._tokenize(texts)
+
+    def detokenize(self, ids):
+        """int32 ids (batch, None), ragged or dense -> tf.string (batch,).
+
+        pad, BOS and EOS ids are dropped, so right-padded dense ids decode cleanly; ids outside
+        the vocabulary (e.g. from a model whose embedding table is padded) decode as unknown.
+        A 1-D dense tensor is treated as a batch of one.
+        """
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.convert_to_tensor(ids)
+            if ids.shape.rank == 1:
+                ids = ids[tf.newaxis]
+            elif ids.shape.rank != 2:
+                raise ValueError(
+                    f"detokenize takes ids of shape (batch, length) or (length,), got {ids.shape}: "
+                    "reshape the ids first"
+                )
+            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = tf.cast(ids, tf.int32)
+        flat = ids.flat_values
+        flat = tf.where((flat >= 0) & (flat < self.vocab_size), flat, UNK_ID)
+        keep = (flat != PAD_ID) & (flat != BOS_ID) & (flat != EOS_ID)
+        ids = tf.ragged.boolean_mask(ids.with_flat_values(flat), ids.with_flat_values(keep))
+        return self._detokenize(ids)
+
+    def encode(self, text):
+        """Eager convenience: one Python string -> list of ids."""
+        return self.tokenize(tf.constant([text]))[0].numpy().tolist()
+
+    def decode(self, ids):
+        """Eager convenience: a sequence of ids -> one Python string."""
+        ids = tf.reshape(tf.cast(tf.convert_to_tensor(ids), tf.int32), [1, -1])  # [] is float32
+        return self.detokenize(ids)[0].numpy().decode("utf-8", errors="replace")
+
+    def save(self, directory):
+        """Write `directory/tokenizer.json` (+ the files it names), each atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self._save_files(directory)
+        text = json.dumps({"kind": self.kind, "vocab_size": self.vocab_size, **config}, indent=2)
+        # Written last: a tokenizer.json on disk means every file it names is complete.
+        _write_atomic(directory / "tokenizer.json", (text + "\n").encode("utf-8"))
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """Byte-fallback SentencePiece: any UTF-8 string round-trips exactly.
+
+    Args:
+        model_proto: a serialized SentencePiece ModelProto whose first eight pieces are the
+            reserved ones (what `train` produces).
+    """
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto):
+        super().__init__(name="sentencepiece_tokenizer")
+        self.model_proto = bytes(model_proto)
+        processor = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self._pieces = tuple(processor.id_to_piece(i) for i in range(processor.get_piece_size()))
+        if self._pieces[: len(_RESERVED_PIECES)] != _RESERVED_PIECES:
+            raise ValueError(
+                f"this SentencePiece model starts with {self._pieces[:8]}, not the reserved "
+                f"pieces {_RESERVED_PIECES}: train it with SentencePieceTokenizer.train"
+            )
+        # A tracked child (tf.Module attribute), so SavedModels that hold us keep the model.
+        self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, model_type="bpe", seed=0):
+        """Train in memory on `texts` (documents of any length).
+
+        The same texts, vocab_size, model_type and seed give the same model, byte for byte;
+        `seed` picks which chunks are kept when the corpus is larger than the training sample.
+        """
+        if model_type not in ("bpe", "unigram"):
+            raise ValueError(f"model_type={model_type!r} is not supported: use 'bpe' or 'unigram'")
+        # Sampled here, not by the trainer: its sampler ignores spm.set_random_generator_seed.
+        chunks = _reservoir_sample(_training_chunks(texts), _MAX_TRAINING_CHUNKS, seed)
+        if not chunks:
+            raise ValueError("no text to train the tokenizer on: pass at least one non-empty text")
+        model = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(chunks),
+                model_writer=model,
+                model_type=model_type,
+                vocab_size=vocab_size,
+                pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                user_defined_symbols=list(SPECIAL_TOKENS),  # ids 4-7, matched whole in text
+                # Exact round trip: characters outside the vocabulary become <0xNN> byte pieces,
+                # and no normalization, whitespace squeezing or dummy leading space is applied.
+                byte_fallback=True,
+                normalization_rule_name="identity",
+                remove_extra_whitespaces=False,
+                add_dummy_prefix=False,
+                unk_surface=_UNK_SURFACE,
+                max_sentence_length=4 * _CHUNK_CHARS,
+                num_threads=1,  # multi-threaded (unigram) training is not reproducible
+                minloglevel=2,
+            )
+        except RuntimeError as error:
+            raise _training_error(error, vocab_size) from None
+        return cls(model.getvalue())
+
+    def _tokenize(self, texts):
+        return self._sp.tokenize(texts)
+
+    def _detokenize(self, ids):
+        return self._sp.detokenize(ids)
+
+    def _save_files(self, directory):
+        _write_atomic(directory / "tokenizer.model", self.model_proto)
+        return {"model_file": "tokenizer.model"}
+
+
+class CharTokenizer(Tokenizer):
+    """One id per Unicode code point; unseen characters map to `<unk>`.
+
+    Args:
+        chars: the non-reserved characters (single code points), given ids 8, 9, ... in order.
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]):
+        super().__init__(name="char_tokenizer")
+        chars = tuple(chars)
+        bad = [c for c in chars if len(c) != 1 or "\ud800" <= c <= "\udfff"]
+        if bad or len(set(chars)) != len(chars):
+            raise ValueError(
+                f"chars must be distinct single Unicode code points, got {bad or 'duplicates'}: "
+                "build the tokenizer with CharTokenizer.from_texts"
+            )
+        self.chars = chars
+        self._pieces = _RESERVED_PIECES + chars
+        ids = tf.range(len(_RESERVED_PIECES), self.vocab_size, dtype=tf.int32)
+        self._table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(chars, tf.string), ids),
+            default_value=UNK_ID,
+        )
+        # What each id decodes to; pad/BOS/EOS never reach the gather (detokenize drops them).
+        surfaces = ("", _UNK_SURFACE, "", "") + SPECIAL_TOKENS + chars
+        self._surfaces = tf.constant(surfaces, tf.string)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]):
+        """The sorted set of characters (code points) that occur in `texts`."""
+        chars = set()
+        for text in texts:
+            chars.update(text)
+        return cls(sorted(chars))
+
+    def _tokenize(self, texts):
+        chars = tf.strings.unicode_split(texts, "UTF-8")  # (batch, None) strings
+        return chars.with_flat_values(self._table.lookup(chars.flat_values))
+
+    def _detokenize(self, ids):
+        return tf.strings.reduce_join(tf.gather(self._surfaces, ids), axis=-1)
+
+    def _save_files(self, directory):
+        return {"chars": list(self.chars)}
+
+
+def load_tokenizer(directory):
+    """Rebuild the tokenizer that `Tokenizer.save` wrote into `directory`."""
+    directory = Path(directory)
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no tokenizer in '{directory}' (expected tokenizer.json): "
+            "point at a run directory written by train.py"
+        )
+    config = json.loads(path.read_text(encoding="utf-8"))
+    kind = config.get("kind")
+    if kind == "sentencepiece":
+        model_path = directory / config["model_file"]
+        if not model_path.is_file():
+            raise FileNotFoundError(
+                f"'{path}' names '{model_path}', which is missing: copy the whole run directory"
+            )
+        return SentencePieceTokenizer(model_path.read_bytes())
+    if kind == "char":
+        return CharTokenizer(config["chars"])
+    raise ValueError(f"'{path}' has unknown kind {kind!r}: expected 'sentencepiece' or 'char'")
+
+
+def _training_chunks(texts):
+    """Cut documents into trainer "sentences" of at most _CHUNK_CHARS characters.
+
+    The trainer strips a trailing "\\n" from every sentence but keeps leading and inner ones,
+    so cuts go just *before* a newline (or else before a space): every newline stays in the
+    training data and "\\n", "\\n\\n", ".\\n" can become pieces.
+    """
+    for text in texts:
+        start = 0
+        while start < len(text):
+            end = min(start + _CHUNK_CHARS, len(text))
+            if end < len(text):
+                cut = text.rfind("\n", start + 1, end)
+                if cut > start + 1 and text[cut - 1] == "\r":
+                    cut -= 1  # "\r\n" stays together; a trailing "\r" would be stripped too
+                if cut == -1:
+                    cut = text.rfind(" ", start + 1, end)
+                if cut != -1:
+                    end = cut
+            yield text[start:end]
+            start = end
+
+
+def _reservoir_sample(items, size, seed):
+    """A uniform random sample of at most `size` items from a stream, in one pass."""
+    rng, sample = random.Random(seed), []
+    for seen, item in enumerate(items):
+        if seen < size:
+            sample.append(item)
+        elif (slot := rng.randrange(seen + 1)) < size:
+            sample[slot] = item
+    return sample
+
+
+def _training_error(error, vocab_size):
+    """Turn SentencePiece's RuntimeError into a ValueError that says what to change."""
+    message = str(error)
+    too_high = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message)
+    if too_high:
+        return ValueError(
+            f"vocab_size={vocab_size} is too large for this text (it supports at most "
+            f"{too_high.group(1)}): use a smaller --vocab-size or more training text"
+        )
+    too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+    if too_low:
+        return ValueError(
+            f"vocab_size={vocab_size} is too small (the reserved ids, 256 byte pieces and the "
+            f"text's characters need at least {too_low.group(1)}): use a larger --vocab-size"
+        )
+    return ValueError(f"SentencePiece training failed ({message}): check the text and vocab_size")
+
+
+def _write_atomic(path, data: bytes):
+    """Write via a temporary file in the same directory, so readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
