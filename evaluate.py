@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Evaluate a train.py run or an exported SavedModel.
+
+    python evaluate.py runs/tiny
+    python evaluate.py saved_models/tiny/1 --data held_out.txt --prompt "The" --prompt "A list"
+
+Prints a table and writes report.json (next to the run, or in --out).
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="Validation loss, perplexity, bits per byte and generations for a run "
+                    "directory or a SavedModel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("model", help="runs/NAME (train.py run) or saved_models/NAME/VERSION")
+    p.add_argument("--data", default="", help="text file(s), directory or glob to score whole; "
+                   "default: the run's own validation split")
+    p.add_argument("--prompt", action="append", default=[],
+                   help="prompt to continue (repeat the flag for several)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
+    p.add_argument("--seq-len", type=int, default=0,
+                   help="scoring window; 0: the model's context length")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per scoring batch")
+    p.add_argument("--out", default="", help="directory for report.json (default: a run's "
+                   "own directory; for a SavedModel, the current directory)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        from tfllm.evaluation import (format_table, heldout_texts, load_for_evaluation,
+                                      score_texts, write_report)
+        from tfllm.generation import check_generation_args
+
+        if args.prompt:
+            check_generation_args(args.max_new_tokens, 0.0, 0, 1.0)
+        model = load_for_evaluation(args.model)
+        context = model.config["context_length"] if isinstance(model.config, dict) \
+            else model.config.context_length
+        seq_len = args.seq_len or context
+        if seq_len > context:
+            raise ValueError(f"--seq-len {seq_len} is above the model's context of {context}: "
+                             "lower it")
+        texts = heldout_texts(model.train_options, args.data)
+        if not texts:
+            raise ValueError("no held-out text to score: pass --data FILE")
+        metrics = score_texts(model, texts, seq_len, args.batch_size)
+        generations = [{"prompt": p, "output": o} for p, o in
+                       zip(args.prompt, model.generate(args.prompt, args.max_new_tokens))] \
+            if args.prompt else []
+        report = {"model": args.model, "data": args.data or "validation split of the run's data",
+                  "seq_len": seq_len, "metrics": metrics, "generations": generations}
+        out_dir = args.out or (args.model if not os.path.exists(
+            os.path.join(args.model, "saved_model.pb")) else ".")
+        path = write_report(report, out_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

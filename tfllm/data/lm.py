@@ -1,0 +1,94 @@
+"""Language-model data: a corpus tokenized once, split, cut into next-token windows."""
+
+import numpy as np
+import tensorflow as tf
+
+# Long documents are tokenized in pieces of about this many characters, cut at line
+# ends, so one huge file never becomes one huge string op.
+CHUNK_CHARS = 20_000
+
+
+def _chunks(text):
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + CHUNK_CHARS)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end
+
+
+def tokenize_corpus(tokenizer, texts, batch_size=64):
+    """All documents as one int32 stream, each document followed by EOS."""
+    pieces = []
+    for text in texts:
+        chunks = list(_chunks(text))
+        for i in range(0, len(chunks), batch_size):
+            ragged = tokenizer.tokenize(tf.constant(chunks[i:i + batch_size]))
+            pieces.append(ragged.flat_values.numpy())
+        pieces.append(np.array([tokenizer.eos_id], np.int32))
+    return np.concatenate(pieces).astype(np.int32)
+
+
+def split_texts(texts, val_fraction):
+    """Deterministic split of the documents' text: the last `val_fraction` of the
+    characters (cut at a line end) is validation. Splitting text, not tokens, keeps the
+    held-out bytes known, so bits per byte compare across tokenizers."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    remaining = int(sum(map(len, texts)) * (1.0 - val_fraction))
+    for k, text in enumerate(texts):
+        if remaining < len(text):
+            cut = text.find("\n", remaining)
+            cut = remaining if cut < 0 else cut + 1
+            train = list(texts[:k]) + [text[:cut]]
+            val = [text[cut:]] + list(texts[k + 1:])
+            return [t for t in train if t], [t for t in val if t]
+        remaining -= len(text)
+    return list(texts), []
+
+
+def heldout_ids(tokenizer, texts):
+    """The validation stream: EOS first, so the first real token is scored too."""
+    return np.concatenate([[tokenizer.eos_id], tokenize_corpus(tokenizer, texts)]).astype(np.int32)
+
+
+def scored_bytes(texts):
+    """UTF-8 bytes of held-out `texts`, plus one per document for its EOS separator."""
+    return sum(len(t.encode("utf-8")) + 1 for t in texts)
+
+
+def window_arrays(ids, seq_len, pad_tail=False, pad_id=0):
+    """Packed, non-overlapping windows: inputs `(n, seq_len)` and targets shifted by one.
+
+    With `pad_tail` the leftover tokens form a last, padded window (its padding is not
+    scored), so every token after the first is a target exactly once.
+    """
+    if pad_tail:
+        n = -(-(len(ids) - 1) // seq_len)
+        ids = np.concatenate([ids, np.full(n * seq_len + 1 - len(ids), pad_id, ids.dtype)])
+    n = (len(ids) - 1) // seq_len
+    x = ids[: n * seq_len].reshape(n, seq_len)
+    y = ids[1: n * seq_len + 1].reshape(n, seq_len)
+    return x, y
+
+
+def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
+               training=True, what="training"):
+    """A tf.data pipeline of `(inputs, targets)` int32 batches `(batch, seq_len)`.
+
+    Training batches are full (shuffled, repeated as asked); evaluation batches cover
+    every token, the last window padded.
+    """
+    if len(ids) < 2:
+        raise ValueError(f"the {what} text is empty: give more text or a smaller --val-fraction")
+    x, y = window_arrays(ids, seq_len, pad_tail=not training)
+    if training and len(x) < batch_size:
+        raise ValueError(
+            f"the {what} text has {len(ids)} tokens, too few for one batch of {batch_size} "
+            f"windows of {seq_len}+1 tokens: give more text or lower --batch-size/--seq-len")
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

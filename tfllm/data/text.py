@@ -1,0 +1,73 @@
+"""Reading training text: files, directories or globs, checked before any work starts."""
+
+import glob
+import os
+
+GLOB_CHARS = "*?["
+
+
+def resolve_paths(spec):
+    """Expand `spec` (a path, directory or glob; a list or comma-separated string
+    of them) into a sorted list of files. Raise FileNotFoundError on a miss."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    paths = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if any(c in item for c in GLOB_CHARS):
+            found = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise FileNotFoundError(
+                    f"no files match '{item}': check the pattern given to --data")
+        elif os.path.isdir(item):
+            found = sorted(
+                os.path.join(root, name)
+                for root, dirs, names in os.walk(item)
+                for name in names
+                if not name.startswith(".")
+            )
+            if not found:
+                raise FileNotFoundError(
+                    f"directory '{item}' holds no files: put text files in it or point --data elsewhere")
+        elif os.path.isfile(item):
+            found = [item]
+        else:
+            raise FileNotFoundError(
+                f"no such file or directory: '{item}': give --data an existing text file, "
+                "directory or glob")
+        paths.extend(found)
+    if not paths:
+        raise FileNotFoundError("no input files given: pass --data PATH")
+    return paths
+
+
+def read_text_file(path):
+    """The UTF-8 text of `path`; ValueError for empty or binary files."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise ValueError(
+            f"'{path}' is binary (a NUL byte at offset {nul}): give UTF-8 text files")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"'{path}' is not UTF-8 text (undecodable byte at offset {e.start}): "
+            "convert it to UTF-8 or leave it out") from None
+    if not text.strip():
+        raise ValueError(f"'{path}' is empty: give a file that holds text")
+    return text.removeprefix("\ufeff")
+
+
+def read_texts(spec):
+    """Documents (one per file) named by `spec`; see `resolve_paths`."""
+    return [read_text_file(path) for path in resolve_paths(spec)]
+
+
+def default_corpus():
+    """The English documentation every CPython ships (`pydoc_data.topics`, ~465k
+    characters): a real corpus that needs no download."""
+    from pydoc_data.topics import topics
+
+    return [topics[key] for key in sorted(topics)]

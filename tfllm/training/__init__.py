@@ -1,0 +1,2 @@
+"""Training: strategy resolution, optimizer and schedule, the distributed train loop,
+checkpoints and logs (TensorFlow-specific)."""

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Train a GPT. With no arguments: the `tiny` preset on CPython's own documentation.
+
+    python train.py                                  # built-in corpus, tiny preset
+    python train.py --data corpus.txt --preset small --steps 5000 --name mymodel
+
+Writes runs/<name>/ and exports saved_models/<name>/<version>/. Run with --help for every flag.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Preset fields a flag may override: (flag, GPTConfig field, type, help).
+OVERRIDES = [
+    ("--vocab-size", "vocab_size", int, "tokenizer/model vocabulary size (SentencePiece)"),
+    ("--context-length", "context_length", int, "longest sequence the model accepts"),
+    ("--num-layers", "num_layers", int, "transformer blocks"),
+    ("--num-heads", "num_heads", int, "attention heads per block"),
+    ("--embed-dim", "embed_dim", int, "model width"),
+    ("--intermediate-dim", "intermediate_dim", int, "feed-forward width (default 4x width)"),
+    ("--dropout", "dropout", float, "dropout rate (default 0)"),
+    ("--position-type", "position_type", str, "position embedding: learned or sinusoidal"),
+]
+
+
+def parse_args(argv=None):
+    from tfllm.training.pretrain import TrainOptions
+
+    d = TrainOptions()
+    p = argparse.ArgumentParser(
+        description="Train a GPT-style language model; writes runs/NAME/ and a SavedModel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="", help="text file(s), directory or glob, comma-"
+                   "separated; empty: CPython's bundled documentation (pydoc_data)")
+    p.add_argument("--preset", default=d.preset, help="model size: tiny, small or gpt2")
+    for flag, _, kind, help_text in OVERRIDES:
+        p.add_argument(flag, type=kind, help=f"override the preset's {help_text}")
+    p.add_argument("--untied-embeddings", action="store_true",
+                   help="give the output layer its own weights instead of the input embedding's")
+    p.add_argument("--tokenizer", default=d.tokenizer, choices=["sentencepiece", "char"],
+                   help="SentencePiece BPE trained on the data, or characters")
+    p.add_argument("--steps", type=int, default=d.steps, help="optimizer steps in total")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (windows)")
+    p.add_argument("--seq-len", type=int, default=d.seq_len,
+                   help="tokens per training window; 0: the preset's context length")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="linear warm-up steps before the cosine decay")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="decoupled weight decay (not on norms, biases, embeddings)")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, data order, samples")
+    p.add_argument("--name", default="", help="run name: runs/NAME and saved_models/NAME "
+                   "(default: the preset's name); rerunning a name resumes it")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="share of the token stream (its end) held out for validation")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="steps between validations")
+    p.add_argument("--eval-batches", type=int, default=d.eval_batches,
+                   help="validation batches per periodic evaluation (the final one uses all)")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints")
+    p.add_argument("--strategy", default=d.strategy, help="tf.distribute strategy: auto, "
+                   "default or mirrored")
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla,
+                   help="compile the train and eval steps with XLA (about 2x faster on CPU)")
+    p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
+                   help="tokens generated per prompt for samples.txt")
+    p.add_argument("--runs-dir", default=d.runs_dir, help="where run directories go")
+    p.add_argument("--export-dir", default=d.export_dir, help="where SavedModels go")
+    p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        from tfllm.training.pretrain import TrainOptions, pretrain
+
+        overrides = {field: getattr(args, field) for _, field, _, _ in OVERRIDES
+                     if getattr(args, field) is not None}
+        if args.untied_embeddings:
+            overrides["tie_embeddings"] = False
+        options = TrainOptions(
+            data=args.data, preset=args.preset, overrides=overrides, tokenizer=args.tokenizer,
+            steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+            warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
+            name=args.name, val_fraction=args.val_fraction, eval_every=args.eval_every,
+            eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every,
+            strategy=args.strategy, xla=args.xla, sample_tokens=args.sample_tokens,
+            runs_dir=args.runs_dir, export_dir=args.export_dir, export=not args.no_export)
+        pretrain(options)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
