@@ -11,8 +11,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfllm.cli import exit_code, import_tensorflow_quietly
 
 
 def parse_args(argv=None):
@@ -36,38 +35,35 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        from tfllm.evaluation import (format_table, heldout_texts, load_for_evaluation,
-                                      score_texts, write_report)
-        from tfllm.generation import check_generation_args
+    return exit_code(lambda: evaluate(args))
 
-        if args.prompt:
-            check_generation_args(args.max_new_tokens, 0.0, 0, 1.0)
-        model = load_for_evaluation(args.model)
-        context = model.config["context_length"] if isinstance(model.config, dict) \
-            else model.config.context_length
-        seq_len = args.seq_len or context
-        if seq_len > context:
-            raise ValueError(f"--seq-len {seq_len} is above the model's context of {context}: "
-                             "lower it")
-        texts = heldout_texts(model.train_options, args.data)
-        if not texts:
-            raise ValueError("no held-out text to score: pass --data FILE")
-        metrics = score_texts(model, texts, seq_len, args.batch_size)
-        generations = [{"prompt": p, "output": o} for p, o in
-                       zip(args.prompt, model.generate(args.prompt, args.max_new_tokens))] \
-            if args.prompt else []
-        report = {"model": args.model, "data": args.data or "validation split of the run's data",
-                  "seq_len": seq_len, "metrics": metrics, "generations": generations}
-        out_dir = args.out or (args.model if not os.path.exists(
-            os.path.join(args.model, "saved_model.pb")) else ".")
-        path = write_report(report, out_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def evaluate(args):
+    import_tensorflow_quietly()
+    from tfllm.evaluation import (format_table, heldout_texts, load_for_evaluation,
+                                  score_texts, write_report)
+    from tfllm.generation import check_generation_args
+
+    if args.prompt:
+        check_generation_args(args.max_new_tokens, 0.0, 0, 1.0)
+    model = load_for_evaluation(args.model)
+    context = model.context_length
+    seq_len = args.seq_len or context
+    if seq_len > context:
+        raise ValueError(f"--seq-len {seq_len} is above the model's context of {context}: "
+                         "lower it")
+    texts = heldout_texts(model.train_options, args.data)
+    if not texts:
+        raise ValueError("no held-out text to score: pass --data FILE")
+    metrics = score_texts(model, texts, seq_len, args.batch_size)
+    outputs = model.generate(args.prompt, args.max_new_tokens) if args.prompt else []
+    report = {"model": args.model, "data": args.data or "validation split of the run's data",
+              "seq_len": seq_len, "metrics": metrics,
+              "generations": [{"prompt": p, "output": o} for p, o in zip(args.prompt, outputs)]}
+    is_saved_model = os.path.exists(os.path.join(args.model, "saved_model.pb"))
+    path = write_report(report, args.out or ("." if is_saved_model else args.model))
     print(format_table(report))
     print(f"report: {path}")
-    return 0
 
 
 if __name__ == "__main__":

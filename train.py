@@ -8,11 +8,10 @@ Writes runs/<name>/ and exports saved_models/<name>/<version>/. Run with --help 
 """
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfllm.cli import exit_code, import_tensorflow_quietly
+from tfllm.training.options import TrainOptions
 
 # Preset fields a flag may override: (flag, GPTConfig field, type, help).
 OVERRIDES = [
@@ -28,8 +27,6 @@ OVERRIDES = [
 
 
 def parse_args(argv=None):
-    from tfllm.training.pretrain import TrainOptions
-
     d = TrainOptions()
     p = argparse.ArgumentParser(
         description="Train a GPT-style language model; writes runs/NAME/ and a SavedModel.",
@@ -74,28 +71,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def options_from(args):
+    overrides = {field: getattr(args, field) for _, field, _, _ in OVERRIDES
+                 if getattr(args, field) is not None}
+    if args.untied_embeddings:
+        overrides["tie_embeddings"] = False
+    return TrainOptions(
+        data=args.data, preset=args.preset, overrides=overrides, tokenizer=args.tokenizer,
+        steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
+        name=args.name, val_fraction=args.val_fraction, eval_every=args.eval_every,
+        eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every,
+        strategy=args.strategy, xla=args.xla, sample_tokens=args.sample_tokens,
+        runs_dir=args.runs_dir, export_dir=args.export_dir, export=not args.no_export)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        from tfllm.training.pretrain import TrainOptions, pretrain
 
-        overrides = {field: getattr(args, field) for _, field, _, _ in OVERRIDES
-                     if getattr(args, field) is not None}
-        if args.untied_embeddings:
-            overrides["tie_embeddings"] = False
-        options = TrainOptions(
-            data=args.data, preset=args.preset, overrides=overrides, tokenizer=args.tokenizer,
-            steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-            warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
-            name=args.name, val_fraction=args.val_fraction, eval_every=args.eval_every,
-            eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every,
-            strategy=args.strategy, xla=args.xla, sample_tokens=args.sample_tokens,
-            runs_dir=args.runs_dir, export_dir=args.export_dir, export=not args.no_export)
+    def run():
+        options = options_from(args)
+        import_tensorflow_quietly()
+        from tfllm.training.pretrain import pretrain
+
         pretrain(options)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

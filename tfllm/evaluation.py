@@ -24,9 +24,10 @@ class RunModel:
         from tfllm.generation import Generator
         from tfllm.training.run_dir import load_run
 
-        self.model, self.tokenizer, self.config = load_run(run_dir)
+        self.model, self.tokenizer, config = load_run(run_dir)
+        self.context_length = config.context_length
         self.train_options = _read_json(os.path.join(run_dir, "train_config.json"))
-        self._generator = Generator(self.model, self.tokenizer, self.config.context_length)
+        self._generator = Generator(self.model, self.tokenizer, self.context_length)
         self._logits = tf.function(lambda ids: self.model(ids, training=False),
                                    jit_compile=False)
 
@@ -48,7 +49,10 @@ class SavedModelModel:
 
         self.loaded = tf.saved_model.load(path)
         metadata = _read_json(os.path.join(path, "assets.extra", "tfllm.json"))
-        self.config = metadata.get("config", {})
+        if "config" not in metadata:
+            raise FileNotFoundError(
+                f"'{path}' has no assets.extra/tfllm.json: it was not exported by tfllm")
+        self.context_length = metadata["config"]["context_length"]
         self.train_options = metadata.get("train_options", {})
 
     def tokenize(self, texts):

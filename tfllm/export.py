@@ -16,7 +16,9 @@ import shutil
 import sys
 
 if __name__ == "__main__":  # run as a CLI: pick the backend before Keras loads
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from tfllm.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
 
 import keras
 import tensorflow as tf
@@ -70,8 +72,8 @@ def build_archive(model, tokenizer, config):
     return archive
 
 
-def export_model(model, tokenizer, config, model_dir, version=None, train_options=None):
-    """Write a new version under `model_dir`; returns its path."""
+def version_path(model_dir, version=None):
+    """Where a new version goes: `model_dir/<version>`, refused if it exists."""
     version = next_version(model_dir) if version is None else int(version)
     if version <= 0:
         raise ValueError(f"version must be a positive integer, got {version}")
@@ -79,6 +81,12 @@ def export_model(model, tokenizer, config, model_dir, version=None, train_option
     if os.path.exists(final):
         raise ValueError(
             f"'{final}' already exists: versions are never overwritten, pick another --version")
+    return final, version
+
+
+def export_model(model, tokenizer, config, model_dir, version=None, train_options=None):
+    """Write a new version under `model_dir`; returns its path."""
+    final, version = version_path(model_dir, version)
     os.makedirs(model_dir, exist_ok=True)
     # Hidden, non-numeric name: TF Serving ignores it until the rename.
     staging = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
@@ -101,8 +109,9 @@ def export_run(run_dir, output_dir="saved_models", name=None, version=None):
     """Export the latest checkpoint of a train.py run directory."""
     from tfllm.training.run_dir import TRAIN_CONFIG, load_run
 
-    model, tokenizer, config = load_run(run_dir)
     name = name or os.path.basename(os.path.normpath(run_dir))
+    version_path(os.path.join(output_dir, name), version)  # refuse before the slow part
+    model, tokenizer, config = load_run(run_dir)
     options_path = os.path.join(run_dir, TRAIN_CONFIG)
     options = json.load(open(options_path, encoding="utf-8")) if os.path.exists(options_path) else {}
     return export_model(model, tokenizer, config, os.path.join(output_dir, name), version,
@@ -119,13 +128,10 @@ def main(argv=None):
     parser.add_argument("--version", type=int,
                         help="integer version (default: one more than the latest)")
     args = parser.parse_args(argv)
-    try:
-        path = export_run(args.run_dir, args.output_dir, args.name, args.version)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    from tfllm.cli import exit_code
+
+    return exit_code(lambda: print(
+        export_run(args.run_dir, args.output_dir, args.name, args.version)))
 
 
 if __name__ == "__main__":

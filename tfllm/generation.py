@@ -106,7 +106,7 @@ class Generator:
     """Generation from Python: compiled once, reused for every call and batch size."""
 
     def __init__(self, model, tokenizer, context_length, jit_compile=False):
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.context_length = model, tokenizer, context_length
 
         def fn(prompts, max_new_tokens, temperature, top_k, top_p, seed):
             return generate_text(model, tokenizer, prompts, max_new_tokens,
@@ -118,7 +118,14 @@ class Generator:
     def __call__(self, prompts, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
                  seed=0):
         check_generation_args(max_new_tokens, temperature, top_k, top_p)
-        out = self._fn(tf.constant(list(prompts), tf.string), max_new_tokens,
+        prompts = tf.constant(list(prompts), tf.string)
+        longest = int(tf.reduce_max(encode_prompts(self.tokenizer, prompts).row_lengths()))
+        if longest + max_new_tokens > self.context_length:
+            raise ValueError(
+                f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds "
+                f"the model's context of {self.context_length}: shorten the prompt or lower "
+                "max_new_tokens")
+        out = self._fn(prompts, max_new_tokens,
                        float(temperature), top_k, float(top_p), seed)
         return [s.decode("utf-8", errors="replace") for s in out.numpy()]
 

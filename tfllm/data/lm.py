@@ -19,7 +19,7 @@ def _chunks(text):
 
 def tokenize_corpus(tokenizer, texts, batch_size=64):
     """All documents as one int32 stream, each document followed by EOS."""
-    pieces = []
+    pieces = [np.zeros(0, np.int32)]  # no documents: an empty stream
     for text in texts:
         chunks = list(_chunks(text))
         for i in range(0, len(chunks), batch_size):
@@ -80,7 +80,8 @@ def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
     every token, the last window padded.
     """
     if len(ids) < 2:
-        raise ValueError(f"the {what} text is empty: give more text or a smaller --val-fraction")
+        change = "a smaller" if training else "a larger"  # held-out text grows with it
+        raise ValueError(f"the {what} text is empty: give more text or {change} --val-fraction")
     x, y = window_arrays(ids, seq_len, pad_tail=not training)
     if training and len(x) < batch_size:
         raise ValueError(

@@ -20,12 +20,11 @@ def resolve_paths(spec):
                 raise FileNotFoundError(
                     f"no files match '{item}': check the pattern given to --data")
         elif os.path.isdir(item):
-            found = sorted(
-                os.path.join(root, name)
-                for root, dirs, names in os.walk(item)
-                for name in names
-                if not name.startswith(".")
-            )
+            found = []
+            for root, dirs, names in os.walk(item):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip .git and the like
+                found += [os.path.join(root, n) for n in names if not n.startswith(".")]
+            found.sort()
             if not found:
                 raise FileNotFoundError(
                     f"directory '{item}' holds no files: put text files in it or point --data elsewhere")
@@ -50,14 +49,14 @@ def read_text_file(path):
         raise ValueError(
             f"'{path}' is binary (a NUL byte at offset {nul}): give UTF-8 text files")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # before the emptiness check
     except UnicodeDecodeError as e:
         raise ValueError(
             f"'{path}' is not UTF-8 text (undecodable byte at offset {e.start}): "
             "convert it to UTF-8 or leave it out") from None
     if not text.strip():
         raise ValueError(f"'{path}' is empty: give a file that holds text")
-    return text.removeprefix("\ufeff")
+    return text
 
 
 def read_texts(spec):

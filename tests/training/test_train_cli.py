@@ -1,0 +1,79 @@
+"""train.py end to end, as a user runs it: outputs, reproducibility, bad input."""
+
+import csv
+import re
+
+import pytest
+
+from conftest import TINY_FLAGS, run_cli
+
+
+def test_run_directory_holds_every_output(trained_run):
+    work, run_dir, saved_model, stdout = trained_run
+    for name in ("config.json", "train_config.json", "tokenizer/tokenizer.json",
+                 "tokenizer/tokenizer.model", "checkpoints/checkpoint", "metrics.csv",
+                 "loss.png", "samples.txt"):
+        assert (run_dir / name).exists(), name
+    assert (saved_model / "saved_model.pb").exists()
+    assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [30, 60, 90]
+    samples = (run_dir / "samples.txt").read_text(encoding="utf-8")
+    assert samples.count("### prompt:") == 3
+
+
+def test_training_beats_the_unigram_baseline(trained_run):
+    stdout = trained_run[3]
+    match = re.search(r"validation loss ([\d.]+) nats/token .* unigram entropy ([\d.]+)", stdout)
+    assert match, stdout[-2000:]
+    val_loss, unigram = map(float, match.groups())
+    assert val_loss < unigram
+
+
+def test_same_seed_gives_the_same_loss_curve(tmp_path, corpus_file):
+    import train
+
+    losses = []
+    for name in ("a", "b"):
+        argv = ["--data", str(corpus_file), "--name", name, "--runs-dir", str(tmp_path / "runs"),
+                "--no-export", "--sample-tokens", "4", *TINY_FLAGS]
+        argv[argv.index("--steps") + 1] = "20"
+        assert train.main(argv) == 0
+        with open(tmp_path / "runs" / name / "metrics.csv") as f:
+            losses.append([(r["train_loss"], r["val_loss"]) for r in csv.DictReader(f)])
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "binary", "latin1", "seq_len"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    data = tmp_path / "data.txt"
+    extra = []
+    if case == "missing":
+        data = tmp_path / "nope.txt"
+    elif case == "empty":
+        data.write_text("   \n")
+    elif case == "binary":
+        data.write_bytes(b"\x7fELF\x00\x01\x02" * 50)
+    elif case == "latin1":
+        data.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
+    else:
+        data.write_text("plenty of text\n" * 100)
+        extra = ["--seq-len", "4096"]
+    result = run_cli("train.py", "--data", data, *extra, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    expected = {"missing": "nope.txt", "empty": "is empty", "binary": "binary",
+                "latin1": "not UTF-8", "seq_len": "--seq-len 4096"}[case]
+    assert expected in lines[0]
+    assert not (tmp_path / "saved_models").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_documents_every_flag(tmp_path):
+    result = run_cli("train.py", "--help", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0
+    for flag in ("--data", "--preset", "--steps", "--batch-size", "--seq-len", "--lr", "--seed",
+                 "--name", "--num-layers", "--embed-dim", "--vocab-size", "--xla"):
+        assert flag in result.stdout
