@@ -8,6 +8,8 @@ from tfllm.generation import Generator, check_generation_args, generate_ids, sam
 from tfllm.models import GPTConfig, build_gpt
 from tfllm.tokenizers import EOS_ID, CharTokenizer
 
+CHARS = "abcdefghijklmnopqrstuvwxyz .,!?;"  # + 8 reserved ids = the test model's 40
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -74,7 +76,7 @@ def test_stops_at_eos_and_pads_after(model):
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy(model):
-    tok = CharTokenizer(list("abcdefghijklmnopqrstuvwxyz .,"))
+    tok = CharTokenizer(list(CHARS))
     gen = Generator(model, tok, context_length=32)
     prompts = ["abc", "hello"]
     a = gen(prompts, max_new_tokens=12, temperature=1.5, seed=7)
@@ -128,3 +130,39 @@ def test_prompt_longer_than_context_is_refused(model):
     with pytest.raises(tf.errors.InvalidArgumentError, match="exceeds the model"):
         generate_ids(model, tf.ragged.constant([[1] * 30], tf.int32), 8,
                      context_length=32, eos_id=-1)
+
+
+def test_stream_yields_what_a_call_returns(model):
+    tok = CharTokenizer(list(CHARS))
+    gen = Generator(model, tok, context_length=32)
+    for kwargs in (dict(), dict(temperature=1.2, top_k=5, seed=4)):
+        pieces, seen = [], []
+        for piece in gen.stream("hello", max_new_tokens=10, callback=seen.append, **kwargs):
+            pieces.append(piece)
+        assert pieces == seen and all(pieces)
+        assert "".join(pieces) == gen(["hello"], max_new_tokens=10, **kwargs)[0] != ""
+
+
+def test_stop_strings_and_stop_tokens(model):
+    tok = CharTokenizer(list(CHARS))
+    gen = Generator(model, tok, context_length=32)
+    full = gen(["hello"], max_new_tokens=12)[0]
+    assert len(full) >= 6
+    stop = full[3:5]
+    cut = gen(["hello"], max_new_tokens=12, stop=[stop])[0]
+    assert cut == full[:full.index(stop)]
+    assert "".join(gen.stream("hello", max_new_tokens=12, stop=[stop])) == cut
+    ids = gen.generate_ids(["hello"], max_new_tokens=12)[0].tolist()
+    stop_id = ids[2]
+    by_token = gen.generate_ids(["hello"], max_new_tokens=12, stop_token_ids=[stop_id])[0]
+    first = ids.index(stop_id)
+    assert by_token[:first + 1].tolist() == ids[:first + 1]
+    assert not by_token[first + 1:].any()
+
+
+def test_bucketed_xla_path_matches_the_plain_graph(model):
+    tok = CharTokenizer(list(CHARS))
+    fast = Generator(model, tok, context_length=32, bucket=8)
+    plain = Generator(model, tok, context_length=32, jit_compile=False, bucket=1)
+    prompts = ["a", "hello there", "xyz"]
+    assert fast(prompts, max_new_tokens=9) == plain(prompts, max_new_tokens=9)

@@ -29,6 +29,20 @@ def make_attention_mask(batch_size, query_length, key_length, *, causal,
     return mask
 
 
+def write_to_cache(cache, update, index):
+    """`cache (batch, max_len, ...)` with `update (batch, seq, ...)` written at `index`.
+
+    A gather and a select rather than `ops.slice_update`: on TensorFlow that lowers to
+    XlaDynamicUpdateSlice, which only runs where XLA is linked in, and exported models must
+    run on any TF Serving build. Both forms compile to the same kind of loop under XLA.
+    """
+    max_len, length = ops.shape(cache)[1], ops.shape(update)[1]
+    slots = ops.arange(max_len, dtype="int32") - ops.cast(index, "int32")
+    written = ops.logical_and(slots >= 0, slots < length)  # (max_len,)
+    source = ops.take(ops.cast(update, cache.dtype), ops.clip(slots, 0, length - 1), axis=1)
+    return ops.where(ops.reshape(written, (1, -1) + (1,) * (len(cache.shape) - 2)), source, cache)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Multi-head scaled dot-product self-attention.
@@ -106,9 +120,8 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             if cache_index is None:
                 raise ValueError("a cache needs cache_index: pass the position of inputs[:, 0]")
             key_cache, value_cache = cache
-            start = [0, cache_index, 0, 0]
-            key = ops.slice_update(key_cache, start, ops.cast(key, key_cache.dtype))
-            value = ops.slice_update(value_cache, start, ops.cast(value, value_cache.dtype))
+            key = write_to_cache(key_cache, key, cache_index)
+            value = write_to_cache(value_cache, value, cache_index)
             cache = (key, value)  # (batch, max_len, heads, head_dim)
 
         mask = attention_mask
