@@ -38,24 +38,36 @@ def sample_tokens(logits, temperature, top_k, top_p, seed):
     temperature 0 is greedy; otherwise sample from the temperature-scaled
     distribution restricted to the `top_k` most likely tokens (0: all) and to the
     smallest set whose probability reaches `top_p`. `seed` is a stateless seed (2,).
+    Each filter runs only when asked for: a sort over the vocabulary per token costs
+    more than the rest of a small model's step.
     """
-    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    vocab = tf.shape(logits)[-1]
-    scaled = logits / tf.maximum(tf.cast(temperature, tf.float32), 1e-6)
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
-    kth_best = tf.math.top_k(scaled, k=k).values[:, -1:]
-    scaled = tf.where(scaled < kth_best, -1e9, scaled)
-    # Nucleus: keep a token while the mass of the strictly more likely ones is < top_p.
-    sorted_logits = tf.sort(scaled, axis=-1, direction="DESCENDING")
-    sorted_probs = tf.nn.softmax(sorted_logits, axis=-1)
-    mass_before = tf.cumsum(sorted_probs, axis=-1, exclusive=True)
-    kept = tf.cast(mass_before < tf.cast(top_p, tf.float32), tf.int32)
-    cutoff = tf.gather(sorted_logits, tf.maximum(tf.reduce_sum(kept, -1) - 1, 0), batch_dims=1)
-    scaled = tf.where(scaled < cutoff[:, None], -1e9, scaled)
-    # Gumbel-max sampling.
-    gumbel = -tf.math.log(-tf.math.log(hashed_uniform(tf.shape(scaled), seed)))
-    sampled = tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)
-    return tf.where(temperature > 0, sampled, greedy)
+    def sample():
+        scaled = logits / tf.cast(temperature, tf.float32)
+        scaled = tf.cond(top_k > 0, lambda: keep_top_k(scaled, top_k), lambda: scaled)
+        scaled = tf.cond(top_p < 1.0, lambda: keep_top_p(scaled, top_p), lambda: scaled)
+        gumbel = -tf.math.log(-tf.math.log(hashed_uniform(tf.shape(scaled), seed)))
+        return tf.argmax(scaled + gumbel, axis=-1, output_type=tf.int32)  # Gumbel-max
+
+    return tf.cond(temperature > 0, sample,
+                   lambda: tf.argmax(logits, axis=-1, output_type=tf.int32))
+
+
+def keep_top_k(logits, k):
+    """Mask all but the `k` largest logits of each row."""
+    # A full sort, not tf.math.top_k: XLA needs top_k's k at compile time.
+    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+    kth_best = tf.gather(sorted_logits, tf.minimum(k, tf.shape(logits)[-1]) - 1, axis=-1)
+    return tf.where(logits < kth_best[:, None], -1e9, logits)
+
+
+def keep_top_p(logits, top_p):
+    """Mask all but the smallest set of tokens whose probability reaches `top_p`: a token
+    stays while the mass of the strictly more likely ones is below `top_p`."""
+    sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")
+    mass_before = tf.cumsum(tf.nn.softmax(sorted_logits, axis=-1), axis=-1, exclusive=True)
+    kept = tf.reduce_sum(tf.cast(mass_before < tf.cast(top_p, tf.float32), tf.int32), -1)
+    cutoff = tf.gather(sorted_logits, tf.maximum(kept - 1, 0), batch_dims=1)
+    return tf.where(logits < cutoff[:, None], -1e9, logits)
 
 
 def encode_prompts(tokenizer, prompts):
@@ -196,7 +208,8 @@ class Generator:
         return left_pad(ids, self.tokenizer.pad_id, length)
 
     def stop_ids(self, stop_token_ids):
-        return [self.tokenizer.eos_id, *(stop_token_ids or ())]
+        """The ids that end a row: `stop_token_ids` if given (even empty), else EOS."""
+        return [self.tokenizer.eos_id] if stop_token_ids is None else list(stop_token_ids)
 
     def generate_ids(self, prompts, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
                      seed=0, stop_token_ids=None):

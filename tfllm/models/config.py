@@ -12,7 +12,7 @@ PRESETS = {
     "tiny": dict(vocab_size=2048, context_length=128, num_layers=4, num_heads=4,
                  embed_dim=128, dropout=0.1),
     # A first real model for one GPU (or a patient CPU).
-    "small": dict(vocab_size=8192, context_length=256, num_layers=6, num_heads=6,
+    "small": dict(vocab_size=8192, context_length=512, num_layers=6, num_heads=6,
                   embed_dim=384),
     # GPT-2 124M: the open model whose weights tfllm's layout matches.
     "gpt2": dict(vocab_size=50257, context_length=1024, num_layers=12, num_heads=12,
