@@ -81,7 +81,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Example:
 
     >>> layer = MultiHeadSelfAttention(num_heads=2)
-    >>> layer(keras.random.normal((1, 5, 8))).shape
+    >>> tuple(layer(keras.random.normal((1, 5, 8))).shape)
     (1, 5, 8)
     """
 

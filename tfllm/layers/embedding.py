@@ -48,7 +48,7 @@ class PositionalEmbedding(keras.layers.Layer):
     Example:
 
     >>> layer = PositionalEmbedding(vocab_size=100, sequence_length=16, embed_dim=8)
-    >>> layer(keras.ops.ones((2, 5), "int32")).shape
+    >>> tuple(layer(keras.ops.ones((2, 5), "int32")).shape)
     (2, 5, 8)
     """
 

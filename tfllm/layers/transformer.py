@@ -31,7 +31,7 @@ class TransformerBlock(keras.layers.Layer):
     Example:
 
     >>> block = TransformerBlock(num_heads=2, intermediate_dim=32)
-    >>> block(keras.random.normal((1, 5, 8))).shape
+    >>> tuple(block(keras.random.normal((1, 5, 8))).shape)
     (1, 5, 8)
     """
 

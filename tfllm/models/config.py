@@ -57,17 +57,17 @@ class GPTConfig:
     def from_preset(cls, name, **overrides):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(overrides) - fields
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}: valid are {sorted(fields)}")
-        return cls(**{**PRESETS[name], **overrides})
+        return cls.from_dict({**PRESETS[name], **overrides})
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}: valid are {sorted(fields)}")
         return cls(**values)
 
     def save(self, path):

@@ -1,0 +1,41 @@
+"""The layers and model builders run on JAX too: rerun their tests under KERAS_BACKEND=jax.
+
+tfllm/layers and tfllm/models promise keras.ops only (DESIGN.md, Boundaries). This test
+keeps the promise honest by running tests/layers and tests/models, and only those (no
+recursion into this file), in a fresh interpreter with the JAX backend.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUITES = ["tests/layers", "tests/models"]
+
+
+def test_layers_and_models_pass_on_jax():
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX IS NOT INSTALLED: the layer and model tests were NOT run on the "
+                    "JAX backend, so backend-agnosticism is unchecked "
+                    "(pip install jax, see requirements.txt)")
+    try:
+        import jax  # noqa: F401
+    except Exception as error:  # installed but broken
+        pytest.skip(f"JAX IS NOT IMPORTABLE ({error!r}): the layer and model tests were "
+                    "NOT run on the JAX backend")
+
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    # Share a GPU with this (TensorFlow) process instead of grabbing 75% of it.
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    # --disable-warnings only hides the warnings summary, so the failures end the output.
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "--tb=short", "--disable-warnings", *SUITES]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, (
+        f"`KERAS_BACKEND=jax {' '.join(command[2:])}` exited with {result.returncode}; "
+        f"last lines of its output:\n{output[-8000:]}")
