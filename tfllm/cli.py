@@ -2,7 +2,8 @@
 
 import os
 import sys
-import tempfile
+
+from tfllm.quiet import quiet_stderr
 
 USER_ERRORS = (ValueError, FileNotFoundError)
 
@@ -18,23 +19,11 @@ def import_tensorflow_quietly():
     """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as banner:
-        os.dup2(banner.fileno(), 2)
-        try:
-            import tensorflow as tf
-            import tensorflow_text  # noqa: F401
+    with quiet_stderr():
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401
 
-            tf.config.list_logical_devices()  # the CUDA probe logs here, not at the first op
-        except BaseException:
-            os.dup2(saved, 2)
-            banner.seek(0)
-            sys.stderr.write(banner.read().decode("utf-8", errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        tf.config.list_logical_devices()  # the CUDA probe logs here, not at the first op
 
 
 def exit_code(run):

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data import default_corpus, read_texts, scored_bytes, split_texts, window_arrays
-from tfllm.tokenizers import EOS_ID, PAD_ID
+from tfllm.tokenizers import EOS_ID, PAD_ID  # defaults for exports without tokenizer ids
 
 
 class RunModel:
@@ -26,6 +26,7 @@ class RunModel:
 
         self.model, self.tokenizer, config = load_run(run_dir)
         self.context_length = config.context_length
+        self.eos_id, self.pad_id = self.tokenizer.eos_id, self.tokenizer.pad_id
         self.train_options = _read_json(os.path.join(run_dir, "train_config.json"))
         self._generator = Generator(self.model, self.tokenizer, self.context_length)
         self._logits = tf.function(lambda ids: self.model(ids, training=False),
@@ -53,6 +54,8 @@ class SavedModelModel:
             raise FileNotFoundError(
                 f"'{path}' has no assets.extra/tfllm.json: it was not exported by tfllm")
         self.context_length = metadata["config"]["context_length"]
+        ids = metadata.get("tokenizer", {})
+        self.eos_id, self.pad_id = ids.get("eos_id", EOS_ID), ids.get("pad_id", PAD_ID)
         self.train_options = metadata.get("train_options", {})
 
     def tokenize(self, texts):
@@ -89,19 +92,19 @@ def heldout_texts(train_options, data=None):
 
 def score_texts(model, texts, seq_len, batch_size=16):
     """Loss (nats/token), perplexity and bits/byte over every token of `texts`, each
-    document followed by EOS (every tokenizer shares the reserved ids)."""
-    pieces = [[EOS_ID]]
+    document followed by the tokenizer's EOS (padding: its pad id, never scored)."""
+    pieces = [[model.eos_id]]
     for text in texts:
-        pieces += [model.tokenize([text]).flat_values.numpy(), [EOS_ID]]
+        pieces += [model.tokenize([text]).flat_values.numpy(), [model.eos_id]]
     ids = np.concatenate(pieces).astype(np.int32)
-    x, y = window_arrays(ids, seq_len, pad_tail=True, pad_id=PAD_ID)
+    x, y = window_arrays(ids, seq_len, pad_tail=True, pad_id=model.pad_id)
     total, count = 0.0, 0
     for i in range(0, len(x), batch_size):
         logits = np.asarray(model.logits(x[i:i + batch_size]), np.float64)
         targets = y[i:i + batch_size]
         log_probs = logits - _logsumexp(logits)
         nll = -np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
-        real = targets != PAD_ID
+        real = targets != model.pad_id
         total += float(nll[real].sum())
         count += int(real.sum())
     n_bytes = scored_bytes(texts)

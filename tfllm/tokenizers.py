@@ -1,11 +1,14 @@
-"""Tokenizers: trained SentencePiece (BPE/unigram) and a character fallback.
+"""Tokenizers: trained SentencePiece (BPE/unigram), a character fallback, and GPT-2's BPE.
 
-Both map text to int32 ids with TensorFlow / TensorFlow Text ops only, so the same object
+All map text to int32 ids with TensorFlow / TensorFlow Text ops only, so the same object
 tokenizes in tf.data, in eager Python and inside an exported SavedModel served by TF Serving.
-Every tokenizer shares the first eight ids:
+The trained tokenizers share the first eight ids:
 
     0 <pad>   1 <unk>   2 <s> (BOS)   3 </s> (EOS)
     4 <|system|>   5 <|user|>   6 <|assistant|>   7 <|end|>   (chat format)
+
+GPT2Tokenizer keeps a pretrained GPT-2's own ids instead: read `tokenizer.pad_id`,
+`eos_id` and `bos_id` rather than assuming the constants below.
 
 Example:
 
@@ -27,6 +30,8 @@ from typing import Iterable, Sequence
 import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
+
+from tfllm.quiet import quiet_stderr
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
@@ -148,7 +153,8 @@ class SentencePieceTokenizer(Tokenizer):
                 f"pieces {_RESERVED_PIECES}: train it with SentencePieceTokenizer.train"
             )
         # A tracked child (tf.Module attribute), so SavedModels that hold us keep the model.
-        self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32)
+        with quiet_stderr():  # TF Text's SentencePiece logs an INFO line on every load
+            self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, model_type="bpe", seed=0):
@@ -266,7 +272,11 @@ def load_tokenizer(directory):
         return SentencePieceTokenizer(model_path.read_bytes())
     if kind == "char":
         return CharTokenizer(config["chars"])
-    raise ValueError(f"'{path}' has unknown kind {kind!r}: expected 'sentencepiece' or 'char'")
+    if kind == "gpt2":
+        return GPT2Tokenizer.from_files(directory / config["vocab_file"],
+                                        directory / config["merges_file"])
+    raise ValueError(
+        f"'{path}' has unknown kind {kind!r}: expected 'sentencepiece', 'char' or 'gpt2'")
 
 
 def _training_chunks(texts):
@@ -333,3 +343,198 @@ def _write_atomic(path, data: bytes):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+# GPT-2's pre-tokenizer (OpenAI's encoder.py, also Hugging Face's ByteLevel) is the regex
+#   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+# with Unicode whitespace for \s. RE2 (TensorFlow's regex engine) has no lookahead and an
+# ASCII \s, so GPT2Tokenizer spells the whitespace out and handles `\s+(?!\S)` in two steps.
+_GPT2_WS = (r"\t\n\x0b\f\r \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}"
+            r"\x{205f}\x{3000}")
+_GPT2_WS_RUN = "[" + _GPT2_WS + "]+"
+_GPT2_WORDS = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^" + _GPT2_WS + r"\p{L}\p{N}]+|"
+               + _GPT2_WS_RUN)
+GPT2_EOS = "<|endoftext|>"
+
+
+class GPT2Tokenizer(Tokenizer):
+    """GPT-2's byte-level BPE (`vocab.json` + `merges.txt`), in graph, with GPT-2's ids.
+
+    Pre-tokenization follows GPT-2's regex exactly (as Hugging Face's GPT-2 tokenizer does);
+    the merges run on keras-hub's `BytePairTokenizer` tables and merge loop. keras-hub's own
+    `tokenize` is not used: its cache is a MutableHashTable that SavedModels cannot track
+    (keras-hub#2015) and that grows without bound in a server, and its graph pre-tokenizer
+    departs from GPT-2 (whitespace at the end of a text or before <|endoftext|>, the
+    characters "६" and "ĴA", text after a NUL byte; its eager path uses Llama 3's regex).
+    Here each call merges every distinct word of the batch once and keeps no state.
+
+    Ids: GPT-2's own, `<|endoftext|>` (also matched in text) is EOS and BOS. GPT-2 has no
+    padding token, and its id 0 is "!", so `pad_id` is `vocab_size` (50257): one past the
+    vocabulary, a row of the model's padded embedding table that is never a target
+    (see `tfllm.pretrained`). There is no unknown token: every byte has an id.
+
+    Args:
+        vocabulary: dict piece -> id (the contents of `vocab.json`), ids 0..n-1.
+        merges: merge rules "a b" in priority order (the lines of `merges.txt`).
+    """
+
+    kind = "gpt2"
+
+    def __init__(self, vocabulary, merges):
+        super().__init__(name="gpt2_tokenizer")
+        from keras_hub.tokenizers import BytePairTokenizer
+        from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
+
+        vocabulary = {str(k): int(v) for k, v in dict(vocabulary).items()}
+        merges = [str(m).strip("\r\n") for m in merges]
+        if merges and merges[0].startswith("#version"):
+            merges = merges[1:]  # the header line of merges.txt
+        merges = [m for m in merges if m]
+        pieces = sorted(vocabulary, key=vocabulary.get)
+        if [vocabulary[p] for p in pieces] != list(range(len(pieces))):
+            raise ValueError("the GPT-2 vocabulary's ids must be 0..n-1 without gaps: "
+                             "pass the vocab.json that belongs to the checkpoint")
+        byte_pieces, unicode_pieces = bytes_to_unicode()
+        missing = [c for c in unicode_pieces if c not in vocabulary]
+        if missing or GPT2_EOS not in vocabulary:
+            raise ValueError(
+                f"this is not a GPT-2 byte-level vocabulary (it lacks "
+                f"{missing[:3] if missing else GPT2_EOS!r}): pass GPT-2's vocab.json")
+        self._pieces, self.merges = tuple(pieces), tuple(merges)  # tuples: not tracked
+        self.eos_id = self.bos_id = vocabulary[GPT2_EOS]
+        self.pad_id = len(pieces)
+        self.unk_id = None
+
+        bpe = BytePairTokenizer(vocabulary, merges, _allow_python_workflow=False)
+        # Only the static tables are used; as attributes of this tf.Module they are tracked,
+        # so a SavedModel that holds the tokenizer carries them.
+        self._byte2unicode = bpe.byte2unicode
+        self._merge_ranks = bpe.merge_ranks
+        self._piece_to_id = bpe.token_to_id_map
+        self._merge_words = bpe._bpe_merge_tf  # a bound method: not tracked, uses the above
+        # What each id decodes to, as bytes (pieces are bytes spelled as printable characters).
+        to_byte = dict(zip(unicode_pieces, byte_pieces))
+        surfaces = [b"".join(to_byte.get(c, c.encode()) for c in p) if p != GPT2_EOS
+                    else p.encode() for p in pieces]
+        self._surfaces = tf.constant(surfaces, tf.string)
+
+    @classmethod
+    def from_files(cls, vocab_file, merges_file):
+        """Read GPT-2's `vocab.json` and `merges.txt` (keras-hub: `vocabulary.json`)."""
+        for path in (vocab_file, merges_file):
+            if not Path(path).is_file():
+                raise FileNotFoundError(
+                    f"no GPT-2 tokenizer file '{path}': a GPT-2 directory needs vocab.json "
+                    "and merges.txt (a keras-hub preset: assets/tokenizer/)")
+        vocabulary = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+        merges = Path(merges_file).read_text(encoding="utf-8").split("\n")
+        return cls(vocabulary, merges)
+
+    @classmethod
+    def from_directory(cls, directory):
+        """The tokenizer of a Hugging Face GPT-2 directory or a keras-hub GPT-2 preset."""
+        directory = Path(directory)
+        for vocab, merges in (("vocab.json", "merges.txt"),
+                              ("assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt")):
+            if (directory / vocab).is_file():
+                return cls.from_files(directory / vocab, directory / merges)
+        raise FileNotFoundError(
+            f"no GPT-2 tokenizer in '{directory}': expected vocab.json + merges.txt (Hugging "
+            "Face) or assets/tokenizer/vocabulary.json + merges.txt (keras-hub preset)")
+
+    def token_id(self, piece):
+        """The id of one vocabulary piece, e.g. `token_id("<|endoftext|>") == 50256`."""
+        try:
+            return self._pieces.index(piece)
+        except ValueError:
+            raise ValueError(
+                f"{piece!r} is not a piece of this GPT-2 vocabulary: pieces spell bytes, e.g. "
+                "'Ġthe' for ' the'") from None
+
+    def _tokenize(self, texts):
+        return self._tokenize_graph(texts)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def _tokenize_graph(self, texts):
+        # A tf.function: traced once, so eager calls do not rebuild the merge loop each time.
+        words = self._pre_tokenize(texts)  # (batch, words) strings
+        unique, index = tf.unique(words.flat_values)
+        is_eos = tf.equal(unique, GPT2_EOS)
+        # Each word's bytes as printable pieces; <|endoftext|> stays one piece.
+        chars = self._byte2unicode.lookup(
+            tf.strings.bytes_split(tf.where(is_eos, "", unique)))
+        eos = tf.RaggedTensor.from_tensor(tf.where(is_eos, GPT2_EOS, "")[:, None])
+        chars = tf.concat([eos, chars], axis=1)
+        chars = tf.ragged.boolean_mask(chars, tf.not_equal(chars, ""))
+        merged = self._merge_words(chars)  # (unique words, pieces)
+        ids = tf.cast(self._piece_to_id.lookup(merged), tf.int32)
+        ids = tf.gather(ids, index)  # (words, pieces)
+        return tf.RaggedTensor.from_row_splits(ids, words.row_splits).merge_dims(1, 2)
+
+    def _pre_tokenize(self, texts):
+        """GPT-2's regex split, text by text: (batch,) -> ragged (batch, words)."""
+        # TF Text's regex_split stops at a NUL byte; \x01 is in the same regex class (a
+        # control character) and the same size, so split with it and cut the words
+        # out of the original texts by their byte lengths (the words tile each text).
+        words = self._split(tf.strings.regex_replace(texts, r"\x00", "\x01"))
+        lengths = tf.strings.length(words).to_tensor()  # (batch, max words) bytes
+        starts = tf.cumsum(lengths, axis=1, exclusive=True)
+        cut = tf.strings.substr(texts[:, None], starts, lengths)  # broadcast: no copies
+        return tf.RaggedTensor.from_tensor(cut, lengths=words.row_lengths())
+
+    def _split(self, texts):
+        eos = re.escape(GPT2_EOS)
+        # <|endoftext|> first, as Hugging Face does: the text around it is split on its own.
+        segments = tf_text.regex_split(texts, eos, eos)  # (batch, segments)
+        pieces = tf_text.regex_split(segments.flat_values, _GPT2_WS_RUN, _GPT2_WS_RUN)
+        flat, rows = pieces.flat_values, pieces.value_rowids()
+        # `\s+(?!\S)`: a whitespace run followed by text gives up its last character, which
+        # is a word of its own, or, if it is a space, the start of the next word (" ?\p{L}+").
+        is_space = tf.strings.regex_full_match(flat, _GPT2_WS_RUN)
+        followed = tf.concat([tf.equal(rows[1:], rows[:-1]), [False]], axis=0)
+        split = is_space & followed
+        length = tf.strings.length(flat, unit="UTF8_CHAR")
+        head = tf.strings.substr(flat, tf.zeros_like(length), length - 1, unit="UTF8_CHAR")
+        last = tf.strings.substr(flat, length - 1, tf.ones_like(length), unit="UTF8_CHAR")
+        gives_space = split & tf.equal(last, " ")
+        takes_space = tf.concat([[False], gives_space[:-1]], axis=0)
+        first = tf.where(split, head, tf.where(takes_space, tf.strings.join([" ", flat]), flat))
+        second = tf.where(split & ~gives_space, last, "")
+        chunks = tf.RaggedTensor.from_row_splits(
+            tf.reshape(tf.stack([first, second], axis=1), [-1]), pieces.row_splits * 2)
+        chunks = tf.ragged.boolean_mask(chunks, tf.not_equal(chunks, ""))
+        # Each chunk is whitespace alone, <|endoftext|> alone, or text with at most one
+        # leading space: GPT-2's regex (minus the lookahead) splits it into words.
+        pattern = eos + "|" + _GPT2_WORDS
+        words = tf_text.regex_split(chunks.flat_values, pattern, pattern)
+        words = tf.RaggedTensor.from_row_splits(words, chunks.row_splits)
+        words = tf.RaggedTensor.from_row_splits(words, segments.row_splits)
+        return words.merge_dims(1, 3)
+
+    def detokenize(self, ids):
+        """int32 ids (batch, None), ragged or dense -> tf.string (batch,): the bytes of each
+        piece joined; pad and EOS are dropped, ids outside the vocabulary decode as U+FFFD."""
+        if not isinstance(ids, tf.RaggedTensor):
+            ids = tf.convert_to_tensor(ids)
+            if ids.shape.rank == 1:
+                ids = ids[tf.newaxis]
+            elif ids.shape.rank != 2:
+                raise ValueError(
+                    f"detokenize takes ids of shape (batch, length) or (length,), got {ids.shape}: "
+                    "reshape the ids first")
+            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = tf.cast(ids, tf.int32)
+        keep = (ids.flat_values != self.pad_id) & (ids.flat_values != self.eos_id)
+        ids = tf.ragged.boolean_mask(ids, ids.with_flat_values(keep))
+        flat = ids.flat_values
+        known = (flat >= 0) & (flat < self.vocab_size)
+        surfaces = tf.where(known, tf.gather(self._surfaces, tf.where(known, flat, 0)),
+                            _UNK_SURFACE.encode())
+        return tf.strings.reduce_join(ids.with_flat_values(surfaces), axis=-1)
+
+    def _save_files(self, directory):
+        text = json.dumps({p: i for i, p in enumerate(self._pieces)}, ensure_ascii=False)
+        _write_atomic(directory / "vocab.json", text.encode("utf-8"))
+        lines = "#version: 0.2\n" + "".join(m + "\n" for m in self.merges)
+        _write_atomic(directory / "merges.txt", lines.encode("utf-8"))
+        return {"vocab_file": "vocab.json", "merges_file": "merges.txt"}

@@ -73,7 +73,7 @@ def window_arrays(ids, seq_len, pad_tail=False, pad_id=0):
 
 
 def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
-               training=True, what="training"):
+               training=True, what="training", pad_id=0):
     """A tf.data pipeline of `(inputs, targets)` int32 batches `(batch, seq_len)`.
 
     Training batches are full (shuffled, repeated as asked); evaluation batches cover
@@ -82,7 +82,7 @@ def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
     if len(ids) < 2:
         change = "a smaller" if training else "a larger"  # held-out text grows with it
         raise ValueError(f"the {what} text is empty: give more text or {change} --val-fraction")
-    x, y = window_arrays(ids, seq_len, pad_tail=not training)
+    x, y = window_arrays(ids, seq_len, pad_tail=not training, pad_id=pad_id)
     if training and len(x) < batch_size:
         raise ValueError(
             f"the {what} text has {len(ids)} tokens, too few for one batch of {batch_size} "

@@ -36,6 +36,9 @@ class GPTConfig:
     layer_norm_epsilon: float = 1e-5
     use_bias: bool = True
     pad_id: int = 0
+    # Ids from this one up only pad the embedding table (GPT-2: 50257 tokens in a table of
+    # 50304, pad_id 50257): never predicted, their logits are -1e9. 0: every id is a token.
+    real_vocab_size: int = 0
 
     def __post_init__(self):
         if not self.intermediate_dim:
@@ -49,6 +52,12 @@ class GPTConfig:
                 "pick a multiple of the head count")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(f"pad_id={self.pad_id} is not an id of the vocabulary "
+                             f"(0..{self.vocab_size - 1}): pick a row of the embedding table")
+        if not 0 <= self.real_vocab_size <= self.vocab_size:
+            raise ValueError(f"real_vocab_size={self.real_vocab_size} must be between 0 (all "
+                             f"ids are tokens) and vocab_size={self.vocab_size}")
         if self.position_type not in POSITION_TYPES:
             raise ValueError(
                 f"unknown position_type {self.position_type!r}: use one of {POSITION_TYPES}")

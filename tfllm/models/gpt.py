@@ -34,8 +34,29 @@ def build_gpt(config, name="gpt"):
         epsilon=config.layer_norm_epsilon, name="final_norm")(x)
     logits = _head(x, embedding, config, init)
     # Logits (and so the softmax and loss) stay float32 under mixed precision.
-    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
+    if config.real_vocab_size and config.real_vocab_size < config.vocab_size:
+        logits = PaddedVocabMask(config.real_vocab_size, dtype="float32", name="logits")(logits)
+    else:
+        logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
     return keras.Model(token_ids, logits, name=name)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class PaddedVocabMask(keras.layers.Layer):
+    """float32 logits with the ids from `real_vocab_size` up set to -1e9: rows that only
+    pad the embedding table are never predicted and take no share of the softmax."""
+
+    def __init__(self, real_vocab_size, **kwargs):
+        super().__init__(**kwargs)
+        self.real_vocab_size = int(real_vocab_size)
+
+    def call(self, logits):
+        logits = ops.cast(logits, "float32")
+        real = ops.arange(ops.shape(logits)[-1]) < self.real_vocab_size  # (vocab,)
+        return ops.where(real, logits, -1e9)
+
+    def get_config(self):
+        return {**super().get_config(), "real_vocab_size": self.real_vocab_size}
 
 
 def _head(x, embedding, config, init):
@@ -86,4 +107,4 @@ def call_with_cache(model, token_ids, caches, cache_index, padding_mask, positio
         logits = model.get_layer("lm_head")(x)
     else:
         logits = embedding(x, reverse=True)
-    return ops.cast(logits, "float32"), new_caches
+    return model.get_layer("logits")(logits), new_caches  # float32 (and masked)
