@@ -12,6 +12,7 @@ import sys
 
 from tfllm.cli import exit_code, import_tensorflow_quietly
 from tfllm.training.options import TrainOptions
+from tfllm.training.strategy import start_strategy
 
 # Preset fields a flag may override: (flag, GPTConfig field, type, help).
 OVERRIDES = [
@@ -59,10 +60,22 @@ def parse_args(argv=None):
                    help="validation batches per periodic evaluation (the final one uses all)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="steps between checkpoints")
-    p.add_argument("--strategy", default=d.strategy, help="tf.distribute strategy: auto, "
-                   "default or mirrored")
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                   help="how many of the latest checkpoints to keep")
+    p.add_argument("--log-every", type=int, default=d.log_every,
+                   help="steps between metrics.csv/TensorBoard rows (and log lines)")
+    p.add_argument("--strategy", default=d.strategy, help="tf.distribute strategy: auto (TPU "
+                   "if one resolves, multiworker if TF_CONFIG names several workers, mirrored "
+                   "if several GPUs, else default), default, mirrored, multiworker or tpu")
+    p.add_argument("--precision", default=d.precision, help="fp32, bf16 or fp16 (mixed "
+                   "precision: float32 weights, softmax and loss; fp16 adds loss scaling)")
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=d.xla,
                    help="compile the train and eval steps with XLA (about 2x faster on CPU)")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="split each step's batch into this many micro-batches (the same "
+                   "update with less memory)")
+    p.add_argument("--clip-norm", type=float, default=d.clip_norm,
+                   help="clip the gradient's global norm (over all replicas) to this; 0: off")
     p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
                    help="tokens generated per prompt for samples.txt")
     p.add_argument("--runs-dir", default=d.runs_dir, help="where run directories go")
@@ -82,7 +95,9 @@ def options_from(args):
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
         name=args.name, val_fraction=args.val_fraction, eval_every=args.eval_every,
         eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every,
-        strategy=args.strategy, xla=args.xla, sample_tokens=args.sample_tokens,
+        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
+        strategy=args.strategy, precision=args.precision, xla=args.xla,
+        grad_accum=args.grad_accum, clip_norm=args.clip_norm, sample_tokens=args.sample_tokens,
         runs_dir=args.runs_dir, export_dir=args.export_dir, export=not args.no_export)
 
 
@@ -91,6 +106,8 @@ def main(argv=None):
 
     def run():
         options = options_from(args)
+        # Checks the strategy and TF_CONFIG; MultiWorker must start before TF's devices do.
+        start_strategy(options.strategy, options.batch_size)
         import_tensorflow_quietly()
         from tfllm.training.pretrain import pretrain
 

@@ -75,5 +75,59 @@ def test_help_documents_every_flag(tmp_path):
     result = run_cli("train.py", "--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0
     for flag in ("--data", "--preset", "--steps", "--batch-size", "--seq-len", "--lr", "--seed",
-                 "--name", "--num-layers", "--embed-dim", "--vocab-size", "--xla"):
+                 "--name", "--num-layers", "--embed-dim", "--vocab-size", "--xla",
+                 "--strategy", "--precision", "--grad-accum", "--clip-norm",
+                 "--keep-checkpoints", "--log-every"):
         assert flag in result.stdout
+
+
+TWO_WORKERS = ('{"cluster": {"worker": ["127.0.0.1:%d", "127.0.0.1:%d"]}, '
+               '"task": {"type": "worker", "index": %d}}')
+
+
+@pytest.mark.parametrize("case", ["unknown_strategy", "tpu_without_tpu", "tf_config_json",
+                                  "tf_config_task", "batch_over_workers", "precision",
+                                  "grad_accum"])
+def test_bad_distribution_input_is_one_line_exit_2_and_writes_nothing(tmp_path, corpus_file,
+                                                                      case):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from distributed import free_ports
+
+    ports = free_ports(2)
+    args, env = [], {}
+    if case == "unknown_strategy":
+        args = ["--strategy", "nccl"]
+    elif case == "tpu_without_tpu":
+        args = ["--strategy", "tpu"]
+    elif case == "tf_config_json":
+        env = {"TF_CONFIG": "{'cluster': "}
+    elif case == "tf_config_task":
+        env = {"TF_CONFIG": TWO_WORKERS % (*ports, 2)}
+    elif case == "batch_over_workers":
+        args = ["--strategy", "multiworker", "--batch-size", "7"]
+        env = {"TF_CONFIG": TWO_WORKERS % (*ports, 0)}
+    elif case == "precision":
+        args = ["--precision", "fp8"]
+    else:
+        args = ["--batch-size", "8", "--grad-accum", "3"]
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("TF_CONFIG", "TPU_NAME", "COLAB_TPU_ADDR")}
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(corpus_file),
+                             *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**base, "PYTHONPATH": str(ROOT), **env})
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    expected = {"unknown_strategy": "unknown strategy 'nccl'",
+                "tpu_without_tpu": "--strategy tpu found no TPU",
+                "tf_config_json": "TF_CONFIG is not valid JSON",
+                "tf_config_task": "task index 2 is out of range",
+                "batch_over_workers": "--batch-size 7 is not divisible by the 2 workers",
+                "precision": "unknown precision 'fp8'",
+                "grad_accum": "--batch-size 8 is not divisible by --grad-accum 3"}[case]
+    assert expected in lines[0]
+    assert list(tmp_path.iterdir()) == []

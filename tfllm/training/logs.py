@@ -1,9 +1,11 @@
-"""Run logs: metrics.csv (appended, survives a crash) and the loss-curve PNG."""
+"""Run logs: metrics.csv (appended, survives a crash), TensorBoard scalars, and the
+loss-curve PNG. Only the chief writes them (see pretrain.py)."""
 
 import csv
 import os
 
-FIELDS = ("step", "train_loss", "val_loss", "learning_rate", "tokens_per_sec", "elapsed_s")
+FIELDS = ("step", "train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_sec",
+          "elapsed_s")
 
 
 class MetricsLog:
@@ -12,19 +14,86 @@ class MetricsLog:
     def __init__(self, path):
         self.path = path
 
+    def _fields(self):
+        if os.path.exists(self.path):  # a run started by an older tfllm keeps its columns
+            with open(self.path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                return header
+        return list(FIELDS)
+
     def write(self, **row):
+        fields = self._fields()
         new = not os.path.exists(self.path)
         with open(self.path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in FIELDS})
+            writer.writerow({k: row.get(k, "") for k in fields})
 
     def read(self):
         if not os.path.exists(self.path):
             return []
         with open(self.path, newline="", encoding="utf-8") as f:
             return list(csv.DictReader(f))
+
+    def truncate(self, step):
+        """Drop rows after `step`: a resumed run logs those steps again."""
+        rows = self.read()
+        if not any(int(r["step"]) > step for r in rows):
+            return
+        fields = self._fields()
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(r for r in rows if int(r["step"]) <= step)
+        os.replace(tmp, self.path)
+
+
+class TensorBoardLog:
+    """Scalars for TensorBoard (`tensorboard --logdir runs/NAME/tensorboard`).
+
+    Written with `tf.summary.write` and the scalar plugin's metadata, which is what
+    `tf.summary.scalar` does, so the event files need no `tensorboard` package to write.
+    """
+
+    def __init__(self, directory):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        self._tf = tf
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR)
+        self.writer = tf.summary.create_file_writer(directory)
+
+    def write(self, step, **scalars):
+        tf = self._tf
+        with self.writer.as_default():
+            for name, value in scalars.items():
+                if value is not None:
+                    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
+                                     metadata=self._metadata)
+        self.writer.flush()
+
+    def close(self):
+        self.writer.close()
+
+
+def read_tensorboard(directory):
+    """{tag: [(step, value), ...]} from the event files in `directory`."""
+    import glob as globbing
+
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted(globbing.glob(os.path.join(directory, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor))
+                scalars.setdefault(value.tag, []).append((event.step, number))
+    return scalars
 
 
 def plot_losses(rows, path, title="loss"):

@@ -1,9 +1,19 @@
 """The train loop: one custom step under `strategy.run`, for every tf.distribute strategy.
 
-The loss is the mean over the global count of real target tokens (padding excluded), so
-it is the same whether a batch runs on one replica or is split across several.
+Each replica takes its share of the global batch (in `grad_accum` micro-batches), and
+its loss is divided by the global count of real target tokens (padding excluded), so the
+summed gradient is that of the mean loss over the whole global batch, whatever the number
+of replicas or micro-batches. Gradients are all-reduced once, then clipped by their
+global norm and applied by the optimizer (which must not all-reduce again:
+`tfllm.training.optimizer.AdamW`).
+
+XLA: with the default strategy the whole step (forward, backward, update) is one
+compiled function. Under Mirrored/MultiWorker each replica's forward and backward pass
+is compiled, and the all-reduce and the update run outside XLA (XLA cannot compile one
+function over several devices). A TPU compiles everything itself.
 """
 
+import keras
 import tensorflow as tf
 
 
@@ -11,60 +21,131 @@ def token_losses(logits, targets, pad_id):
     """Per-replica (sum of token cross-entropies, count of real targets), in float32."""
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=targets, logits=tf.cast(logits, tf.float32))
-    real = tf.cast(tf.not_equal(targets, pad_id), tf.float32)
-    return tf.reduce_sum(losses * real), tf.reduce_sum(real)
+    real = tf.not_equal(targets, pad_id)
+    # `where`, not a product: a row of padding alone has NaN logits (nothing to attend to).
+    return (tf.reduce_sum(tf.where(real, losses, 0.0)),
+            tf.reduce_sum(tf.cast(real, tf.float32)))
+
+
+def strategy_kind(strategy):
+    """'default' (one device), 'replicas' (Mirrored, MultiWorker) or 'tpu'."""
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
+    if isinstance(strategy, (tf.distribute.MirroredStrategy,
+                             tf.distribute.MultiWorkerMirroredStrategy)):
+        return "replicas"
+    return "default"
 
 
 class Trainer:
-    """Holds the compiled train and eval steps for a model built in `strategy.scope()`."""
+    """The compiled train and eval steps for a model and optimizer built in
+    `strategy.scope()`.
 
-    def __init__(self, model, optimizer, strategy, pad_id=0, jit_compile=False):
+    Args:
+        grad_accum: split each replica's batch into this many micro-batches and sum
+            their gradients before the one update (same update, less activation memory).
+    """
+
+    def __init__(self, model, optimizer, strategy, pad_id=0, jit_compile=False,
+                 grad_accum=1):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.pad_id = pad_id
+        self.grad_accum = int(grad_accum)
+        self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
         with strategy.scope():
             # Slots must exist before the first distributed step.
             optimizer.build(model.trainable_variables)
-        self._train_step = tf.function(self._train_step_fn, jit_compile=jit_compile)
-        self._eval_step = tf.function(self._eval_step_fn, jit_compile=jit_compile)
+        kind = strategy_kind(strategy)
+        whole = jit_compile and kind == "default"
+        per_replica = jit_compile and kind == "replicas"
+        self._train_step = tf.function(self._train_step_fn, jit_compile=whole or None)
+        self._eval_step = tf.function(self._eval_step_fn, jit_compile=whole or None)
+        self._gradients = self._gradients_fn
+        self._replica_eval = self._replica_eval_fn
+        if per_replica:
+            self._gradients = tf.function(self._gradients_fn, jit_compile=True)
+            self._replica_eval = tf.function(self._replica_eval_fn, jit_compile=True)
 
     def distribute(self, dataset):
-        return self.strategy.experimental_distribute_dataset(dataset)
+        """`dataset` (global batches) split across the replicas; under MultiWorker every
+        worker reads the same stream and keeps its share of each batch."""
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        return self.strategy.experimental_distribute_dataset(dataset.with_options(options))
+
+    # -- one replica's work ---------------------------------------------------------
+
+    def _gradients_fn(self, inputs, targets, global_count):
+        """(loss sum, gradients) of this replica's batch for the loss divided by
+        `global_count`, summed over `grad_accum` micro-batches."""
+        variables = self.model.trainable_variables
+
+        def micro_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = self.model(x, training=True)
+                loss_sum, _ = token_losses(logits, y, self.pad_id)
+                loss = loss_sum / global_count
+                if self.loss_scaled:
+                    loss = self.optimizer.scale_loss(loss)
+            grads = tape.gradient(loss, variables)
+            # Dense: the embedding's gradient is IndexedSlices with repeated rows, whose
+            # norm is not the gradient's norm.
+            return loss_sum, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                              for g, v in zip(grads, variables)]
+
+        if self.grad_accum == 1:
+            return micro_step(inputs, targets)
+        k = self.grad_accum
+        xs = tf.reshape(inputs, [k, -1, tf.shape(inputs)[1]])   # (k, micro, seq)
+        ys = tf.reshape(targets, [k, -1, tf.shape(targets)[1]])
+
+        def body(i, loss_total, grads_total):
+            loss_sum, grads = micro_step(xs[i], ys[i])
+            return i + 1, loss_total + loss_sum, [a + g for a, g in zip(grads_total, grads)]
+
+        zeros = [tf.zeros(v.shape, tf.float32) for v in variables]
+        _, loss_sum, grads = tf.while_loop(
+            lambda i, *_: i < k, body, (tf.constant(0), tf.constant(0.0), zeros))
+        return loss_sum, grads
 
     def _replica_train(self, inputs, targets):
         context = tf.distribute.get_replica_context()
-        with tf.GradientTape() as tape:
-            logits = self.model(inputs, training=True)
-            loss_sum, count = token_losses(logits, targets, self.pad_id)
-            global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-            loss = loss_sum / tf.maximum(global_count, 1.0)
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return loss_sum, count
+        count = tf.reduce_sum(tf.cast(tf.not_equal(targets, self.pad_id), tf.float32))
+        global_count = tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, count), 1.0)
+        loss_sum, grads = self._gradients(inputs, targets, global_count)
+        # The global gradient on every replica: clipping and the update see the same one.
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.loss_scaled:
+            grad_norm = grad_norm / self.optimizer.dynamic_scale
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        return loss_sum, count, grad_norm
 
-    def _train_step_fn(self, batch):
-        loss_sum, count = self.strategy.run(self._replica_train, args=batch)
-        return self._reduce(loss_sum, count)
-
-    def _replica_eval(self, inputs, targets):
+    def _replica_eval_fn(self, inputs, targets):
         logits = self.model(inputs, training=False)
         return token_losses(logits, targets, self.pad_id)
+
+    # -- whole steps ------------------------------------------------------------------
+
+    def _train_step_fn(self, batch):
+        loss_sum, count, grad_norm = self.strategy.run(self._replica_train, args=batch)
+        total = self.strategy.reduce("SUM", loss_sum, axis=None)
+        tokens = self.strategy.reduce("SUM", count, axis=None)
+        grad_norm = self.strategy.experimental_local_results(grad_norm)[0]  # same on all
+        return total / tf.maximum(tokens, 1.0), tokens, grad_norm
 
     def _eval_step_fn(self, batch):
         loss_sum, count = self.strategy.run(self._replica_eval, args=batch)
         return (self.strategy.reduce("SUM", loss_sum, axis=None),
                 self.strategy.reduce("SUM", count, axis=None))
 
-    def _reduce(self, loss_sum, count):
-        total = self.strategy.reduce("SUM", loss_sum, axis=None)
-        tokens = self.strategy.reduce("SUM", count, axis=None)
-        return total / tf.maximum(tokens, 1.0), tokens
-
     def train_step(self, distributed_batch):
-        """One optimizer step; returns (mean loss over real tokens, token count)."""
-        loss, tokens = self._train_step(distributed_batch)
-        return float(loss), int(tokens)
+        """One optimizer step; returns tensors (mean loss over real tokens, their count,
+        gradient global norm before clipping). Reading them waits for the step."""
+        return self._train_step(distributed_batch)
 
     def evaluate(self, dataset, max_batches=None):
         """Mean loss over all real target tokens of `dataset`, and their count."""

@@ -1,9 +1,20 @@
-"""AdamW with linear warm-up then cosine decay to a floor."""
+"""AdamW (decoupled weight decay, global-norm clipping) with linear warm-up then cosine
+decay to a floor; a dynamic loss scale around it for float16."""
 
 import keras
 
-# Weight decay regularises matrices; decaying norms, biases and embeddings only hurts.
-NO_DECAY = ("norm", "bias", "embeddings", "gamma", "beta")
+
+class AdamW(keras.optimizers.AdamW):
+    """Keras AdamW for gradients the train loop has already summed over replicas.
+
+    Keras sums gradients across replicas *after* clipping them, so `global_clipnorm`
+    would clip each replica's share by its own norm. The train loop all-reduces first
+    (tfllm.training.loop), so clipping here sees the global gradient; this class only
+    skips the second all-reduce.
+    """
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
 
 
 def learning_rate_schedule(peak_lr, total_steps, warmup_steps, min_lr_ratio=0.1):
@@ -17,17 +28,27 @@ def learning_rate_schedule(peak_lr, total_steps, warmup_steps, min_lr_ratio=0.1)
     )
 
 
-def build_optimizer(peak_lr, total_steps, warmup_steps, weight_decay=0.1, clipnorm=1.0):
-    optimizer = keras.optimizers.AdamW(
+def no_decay_variables(model):
+    """Variables weight decay leaves alone: every vector (LayerNormalization gamma/beta,
+    biases) and the embedding tables (`token_embeddings`, `position_embeddings`).
+    Decay regularises the matrices that mix features; shrinking the rest only hurts."""
+    return [v for v in model.trainable_variables
+            if len(v.shape) < 2 or v.name.endswith("embeddings")]
+
+
+def build_optimizer(model, peak_lr, total_steps, warmup_steps, weight_decay=0.1,
+                    clip_norm=1.0, precision="fp32"):
+    """AdamW for `model` (call inside the strategy's scope); for `fp16`, wrapped in a
+    dynamic `LossScaleOptimizer` (the train loop scales the loss with `scale_loss`)."""
+    optimizer = AdamW(
         learning_rate=learning_rate_schedule(peak_lr, total_steps, warmup_steps),
         weight_decay=weight_decay, beta_1=0.9, beta_2=0.95,
-        global_clipnorm=clipnorm or None)
-    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
+        global_clipnorm=clip_norm or None)
+    optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
+    if precision == "fp16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
 def current_learning_rate(optimizer):
-    schedule = optimizer._learning_rate
-    if callable(schedule):
-        return float(schedule(optimizer.iterations))
-    return float(optimizer.learning_rate)
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))

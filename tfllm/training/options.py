@@ -4,6 +4,10 @@ so the command line parses and validates in a blink."""
 import dataclasses
 import os
 
+from tfllm.training.strategy import STRATEGIES
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 
 @dataclasses.dataclass
 class TrainOptions:
@@ -23,8 +27,13 @@ class TrainOptions:
     eval_every: int = 200
     eval_batches: int = 20
     checkpoint_every: int = 200
-    strategy: str = "auto"
+    strategy: str = "auto"              # auto, default, mirrored, multiworker, tpu
+    precision: str = "fp32"             # fp32, bf16 or fp16 (mixed precision)
     xla: bool = True
+    grad_accum: int = 1                 # micro-batches per optimizer step
+    clip_norm: float = 1.0              # global gradient norm; 0: no clipping
+    keep_checkpoints: int = 3
+    log_every: int = 10                 # steps between metrics.csv / TensorBoard rows
     runs_dir: str = "runs"
     export_dir: str = "saved_models"
     export: bool = True
@@ -32,12 +41,25 @@ class TrainOptions:
 
     def __post_init__(self):
         self.name = self.name or self.preset
-        for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches"):
+        for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches",
+                      "grad_accum", "keep_checkpoints", "log_every"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"--{field.replace('_', '-')} must be positive, "
                                  f"got {getattr(self, field)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.clip_norm < 0:
+            raise ValueError(f"--clip-norm must be 0 (off) or positive, got {self.clip_norm}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}: choose one of "
+                             f"{', '.join(STRATEGIES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}: choose one of "
+                             f"{', '.join(PRECISIONS)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"--batch-size {self.batch_size} is not divisible by --grad-accum "
+                             f"{self.grad_accum}: each step splits the batch into that many "
+                             "equal micro-batches")
         if self.tokenizer not in ("sentencepiece", "char"):
             raise ValueError(f"unknown tokenizer {self.tokenizer!r}: use sentencepiece or char")
         if os.sep in self.name or self.name.startswith("."):

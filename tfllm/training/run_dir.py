@@ -3,8 +3,9 @@
     config.json          model config (GPTConfig)
     train_config.json    the training options used
     tokenizer/           tokenizer files (tokenizer.json, tokenizer.model)
-    checkpoints/         model + optimizer + step (tf.train.CheckpointManager)
-    metrics.csv          step, train/val loss, learning rate, tokens/s
+    checkpoints/         model + optimizer + step + data position (the last N; checkpoints.py)
+    metrics.csv          step, train/val loss, learning rate, gradient norm, tokens/s
+    tensorboard/         the same scalars for TensorBoard
     loss.png             loss curves
     samples.txt          generations from the trained model
 """
@@ -16,23 +17,16 @@ import tensorflow as tf
 
 from tfllm.models import GPTConfig, build_gpt
 from tfllm.tokenizers import load_tokenizer
+from tfllm.training.checkpoints import restore_latest
 
 CONFIG = "config.json"
 TRAIN_CONFIG = "train_config.json"
 TOKENIZER = "tokenizer"
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.csv"
+TENSORBOARD = "tensorboard"
 LOSS_PLOT = "loss.png"
 SAMPLES = "samples.txt"
-
-
-def checkpoint_manager(run_dir, model, optimizer=None, max_to_keep=3):
-    items = {"model": model}
-    if optimizer is not None:
-        items["optimizer"] = optimizer
-    checkpoint = tf.train.Checkpoint(**items)
-    return tf.train.CheckpointManager(
-        checkpoint, os.path.join(run_dir, CHECKPOINTS), max_to_keep=max_to_keep)
 
 
 def write_json(path, values):
@@ -54,9 +48,9 @@ def load_run(run_dir):
     config = GPTConfig.load(config_path)
     tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER))
     model = build_gpt(config)
-    latest = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
-    if latest is None:
+    restored = restore_latest(tf.train.Checkpoint(model=model),
+                              os.path.join(run_dir, CHECKPOINTS), partial=True)
+    if restored is None:
         raise FileNotFoundError(
             f"'{run_dir}' has no checkpoint: train it first (train.py --name ...)")
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return model, tokenizer, config
