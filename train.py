@@ -35,6 +35,9 @@ def parse_args(argv=None):
     p.add_argument("--data", default="", help="text file(s), directory or glob, comma-"
                    "separated; empty: CPython's bundled documentation (pydoc_data)")
     p.add_argument("--preset", default=d.preset, help="model size: tiny, small or gpt2")
+    p.add_argument("--init", default="", help="start from pretrained GPT-2 weights: a Hugging "
+                   "Face directory (config.json, model.safetensors, vocab.json, merges.txt) or "
+                   "a keras-hub GPT2 preset; the model shape and tokenizer come from it")
     for flag, _, kind, help_text in OVERRIDES:
         p.add_argument(flag, type=kind, help=f"override the preset's {help_text}")
     p.add_argument("--untied-embeddings", action="store_true",
@@ -90,7 +93,8 @@ def options_from(args):
     if args.untied_embeddings:
         overrides["tie_embeddings"] = False
     return TrainOptions(
-        data=args.data, preset=args.preset, overrides=overrides, tokenizer=args.tokenizer,
+        data=args.data, preset=args.preset, init=args.init, overrides=overrides,
+        tokenizer=args.tokenizer,
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
         name=args.name, val_fraction=args.val_fraction, eval_every=args.eval_every,

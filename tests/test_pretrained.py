@@ -401,3 +401,18 @@ def test_tokenizer_saved_model_in_fresh_process(tokenizer, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["ids"] == tokenizer.tokenize(tf.constant(texts)).to_list()
     assert result["texts"] == texts
+
+
+def test_train_py_init_continues_pretraining_and_exports(gpt2, tmp_path, corpus_file):
+    from conftest import run_cli
+
+    result = run_cli("train.py", "--init", gpt2["hf_dir"], "--data", corpus_file, "--name", "g",
+                     "--steps", "4", "--batch-size", "4", "--seq-len", "32",
+                     "--eval-every", "2", "--checkpoint-every", "2", "--sample-tokens", "4",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "initialized from the GPT-2 weights" in result.stdout
+    assert load_tokenizer(tmp_path / "runs" / "g" / "tokenizer").kind == "gpt2"
+    assert (tmp_path / "saved_models" / "g" / "1" / "saved_model.pb").exists()
+    refused = run_cli("train.py", "--init", gpt2["hf_dir"], "--num-layers", "3", cwd=tmp_path)
+    assert refused.returncode == 2 and "--num-layers" in refused.stderr

@@ -13,6 +13,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 class TrainOptions:
     data: str = ""                      # files/dirs/globs; empty: the built-in corpus
     preset: str = "tiny"
+    init: str = ""                      # GPT-2 directory to start from (HF or keras-hub)
     overrides: dict = dataclasses.field(default_factory=dict)  # GPTConfig fields
     tokenizer: str = "sentencepiece"    # or "char"
     steps: int = 600
@@ -40,7 +41,16 @@ class TrainOptions:
     sample_tokens: int = 80
 
     def __post_init__(self):
-        self.name = self.name or self.preset
+        self.name = self.name or (os.path.basename(os.path.normpath(self.init))
+                                  if self.init else self.preset)
+        if self.init:
+            fixed = sorted(set(self.overrides) - {"dropout", "context_length"})
+            if fixed:
+                flags = ", ".join("--" + f.replace("_", "-") for f in fixed)
+                raise ValueError(f"--init takes the model's shape from the checkpoint: drop "
+                                 f"{flags} (only --dropout and a shorter --context-length apply)")
+            if self.tokenizer != "sentencepiece":
+                raise ValueError("--init uses the checkpoint's GPT-2 tokenizer: drop --tokenizer")
         for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches",
                       "grad_accum", "keep_checkpoints", "log_every"):
             if getattr(self, field) <= 0:

@@ -18,7 +18,8 @@ import tensorflow as tf
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
 from tfllm.models import GPTConfig, build_gpt
-from tfllm.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
+from tfllm.tokenizers import (CharTokenizer, GPT2Tokenizer, SentencePieceTokenizer,
+                              load_tokenizer)
 from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints
 from tfllm.training.logs import MetricsLog, TensorBoardLog, plot_losses
@@ -33,11 +34,16 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 
 
 def model_config(options):
-    config = GPTConfig.from_preset(options.preset, **options.overrides)
+    if options.init:  # the shape of the pretrained checkpoint (its vocabulary padded)
+        from tfllm.pretrained import gpt2_config
+
+        config = gpt2_config(options.init, **options.overrides)
+    else:
+        config = GPTConfig.from_preset(options.preset, **options.overrides)
     seq_len = options.seq_len or config.context_length
     if seq_len > config.context_length:
         raise ValueError(
-            f"--seq-len {seq_len} is above the {options.preset!r} preset's context of "
+            f"--seq-len {seq_len} is above the model's context of "
             f"{config.context_length}: lower --seq-len or raise --context-length")
     return config, seq_len
 
@@ -60,6 +66,8 @@ def make_tokenizer(options, texts, config, run_dir, chief=True):
     # text and seed give the same tokenizer, checked below) rather than race the chief.
     if chief and os.path.exists(os.path.join(run_dir, rd.TOKENIZER, "tokenizer.json")):
         return load_tokenizer(os.path.join(run_dir, rd.TOKENIZER))
+    if options.init:
+        return GPT2Tokenizer.from_directory(options.init)
     if options.tokenizer == "char":
         return CharTokenizer.from_texts(texts)
     return SentencePieceTokenizer.train(texts, vocab_size=config.vocab_size, seed=options.seed)
@@ -115,14 +123,16 @@ def pretrain(options, log=print):
     t0 = time.time()
     train_texts, val_texts = split_texts(texts, options.val_fraction)
     tokenizer = make_tokenizer(options, train_texts, config, run_dir, chief)
-    # The model's vocabulary is the tokenizer's (a char tokenizer's depends on the text).
-    config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
+    if not options.init:
+        # The model's vocabulary is the tokenizer's (a char tokenizer's depends on the text);
+        # an imported GPT-2 keeps its padded table (pad rows above the tokenizer's ids).
+        config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size)
     train_ids = tokenize_corpus(tokenizer, train_texts)
     val_ids = heldout_ids(tokenizer, val_texts)
     train_ds = lm_dataset(train_ids, seq_len, options.batch_size, shuffle=True,
                           seed=options.seed, repeat=True)
     val_ds = lm_dataset(val_ids, seq_len, options.batch_size, training=False,
-                        what="validation")
+                        what="validation", pad_id=tokenizer.pad_id)
     log(f"corpus: {sum(map(len, texts)):,} characters; {tokenizer.kind} tokenizer, vocab "
         f"{tokenizer.vocab_size}; train {len(train_ids):,} tokens, validation "
         f"{len(val_ids):,} tokens [{time.time() - t0:.1f}s]")
@@ -143,7 +153,13 @@ def pretrain(options, log=print):
     check_workers_agree(strategy, int(checkpoints.step), zlib.crc32(train_ids.tobytes()))
     if restored:
         log(f"resumed from {restored} at step {int(checkpoints.step)}")
-    log(f"model: {options.preset} preset, {model.count_params():,} parameters, "
+    elif options.init:
+        from tfllm.pretrained import set_gpt2_weights
+
+        set_gpt2_weights(model, options.init, config)
+        log(f"initialized from the GPT-2 weights in '{options.init}'")
+    log(f"model: {options.init or options.preset + ' preset'}, "
+        f"{model.count_params():,} parameters, "
         f"{config.num_layers} layers x {config.embed_dim} wide, context {config.context_length}; "
         f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
         f"{options.precision}, XLA {'on' if options.xla else 'off'}")
