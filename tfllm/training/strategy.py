@@ -17,6 +17,8 @@ import glob
 import json
 import os
 
+from tfllm.quiet import quiet_stderr
+
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
                      '"task": {"type": "worker", "index": 0}}')
@@ -143,30 +145,8 @@ def start_strategy(name="auto", global_batch=None, log=print):
                          f"workers of TF_CONFIG: use a multiple of {workers} (times the "
                          "devices per worker)")
     log(f"waiting for the {workers} workers of TF_CONFIG to start...")
-    _with_stderr_held_back(lambda: resolve_strategy(name))
-
-
-def _with_stderr_held_back(fn):
-    """Run `fn` with file descriptor 2 captured (TensorFlow's start-up banner), shown only
-    if `fn` fails: the same trick as tfllm.cli.import_tensorflow_quietly, which must come
-    after this (it starts the devices)."""
-    import sys
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as banner:
-        os.dup2(banner.fileno(), 2)
-        try:
-            return fn()
-        except BaseException:
-            os.dup2(saved, 2)
-            banner.seek(0)
-            sys.stderr.write(banner.read().decode("utf-8", errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    with quiet_stderr():  # TensorFlow's start-up banner; shown only if this fails
+        resolve_strategy(name)
 
 
 def resolve_strategy(name="auto"):
