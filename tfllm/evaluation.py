@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.data import default_corpus, read_texts, scored_bytes, split_texts, window_arrays
+from tfllm.quiet import quiet_stderr
 from tfllm.tokenizers import EOS_ID, PAD_ID  # defaults for exports without tokenizer ids
 
 
@@ -48,7 +49,8 @@ class SavedModelModel:
     def __init__(self, path):
         import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
 
-        self.loaded = tf.saved_model.load(path)
+        with quiet_stderr():  # TF Text's SentencePiece logs a line as the model loads
+            self.loaded = tf.saved_model.load(path)
         metadata = _read_json(os.path.join(path, "assets.extra", "tfllm.json"))
         if "config" not in metadata:
             raise FileNotFoundError(
@@ -66,8 +68,13 @@ class SavedModelModel:
         return self.loaded.signatures["logits"](token_ids=tf.constant(token_ids, tf.int32))["logits"]
 
     def generate(self, prompts, max_new_tokens):
-        out = self.loaded.signatures["serving_default"](
-            prompts=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens))
+        try:
+            out = self.loaded.signatures["serving_default"](
+                prompts=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens))
+        except tf.errors.InvalidArgumentError as e:
+            # The served model refused the request (e.g. prompt + max_new_tokens > context).
+            reason = e.message.split("assertion failed: ")[-1].splitlines()[0]
+            raise ValueError(f"the SavedModel refused the request: {reason}") from None
         return [s.decode("utf-8", errors="replace") for s in out["outputs"].numpy()]
 
 
