@@ -45,3 +45,47 @@ def test_mirrored_on_two_devices_matches_the_default_strategy_at_every_step():
         for key in ("losses", "norms"):
             for step, (got, want) in enumerate(zip(runs[name][key], default[key]), 1):
                 assert abs(got - want) <= 1e-4 * abs(want), (name, key, step, got, want)
+
+
+TRAIN_MIRRORED = """
+import os, sys
+os.environ["KERAS_BACKEND"] = "tensorflow"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+LOAD_AND_GENERATE = """
+import json, sys
+import tensorflow as tf, tensorflow_text
+m = tf.saved_model.load(sys.argv[1])
+out = m.signatures["serving_default"](prompts=tf.constant(["The", "A list"]),
+                                      max_new_tokens=tf.constant(10))
+print("RESULT " + json.dumps([s.decode() for s in out["outputs"].numpy()]))
+"""
+
+
+def test_a_model_trained_under_mirrored_exports_and_loads_the_same_way(tmp_path, corpus_file):
+    from conftest import TINY_FLAGS
+
+    flags = list(TINY_FLAGS)
+    flags[flags.index("--steps") + 1] = "10"
+    result = subprocess.run(
+        [sys.executable, "-c", TRAIN_MIRRORED, "--data", str(corpus_file), "--name", "m",
+         "--strategy", "mirrored", *flags], cwd=tmp_path, capture_output=True, text=True,
+        timeout=400, env={"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+                          "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout
+    saved_model = tmp_path / "saved_models" / "m" / "1"
+    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_GENERATE, str(saved_model)],
+                            capture_output=True, text=True, timeout=300, cwd="/",
+                            env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    served = json.loads([r for r in loaded.stdout.splitlines() if r.startswith("RESULT ")][-1][7:])
+
+    from tfllm.evaluation import RunModel
+
+    assert served == RunModel(str(tmp_path / "runs" / "m")).generate(["The", "A list"], 10)

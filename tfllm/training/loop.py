@@ -65,8 +65,9 @@ class Trainer:
         self._gradients = self._gradients_fn
         self._replica_eval = self._replica_eval_fn
         if per_replica:
+            # Evaluation stays uncompiled here: an XLA function called per replica reads
+            # the other replicas' variables from the first device and fails.
             self._gradients = tf.function(self._gradients_fn, jit_compile=True)
-            self._replica_eval = tf.function(self._replica_eval_fn, jit_compile=True)
 
     def distribute(self, dataset):
         """`dataset` (global batches) split across the replicas; under MultiWorker every
