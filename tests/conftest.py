@@ -43,3 +43,15 @@ def trained_run(tmp_path_factory, corpus_file):
     result = run_cli("train.py", "--data", corpus_file, "--name", "t", *TINY_FLAGS, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, work / "runs" / "t", work / "saved_models" / "t" / "1", result.stdout
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    """The mixed_bfloat16 policy for one test, float32 restored after."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -9,6 +9,7 @@ import pytest
 
 import keras
 from keras import ops
+from helpers import dtype_of, to_numpy
 
 from tfllm.layers import MultiHeadSelfAttention, make_attention_mask
 
@@ -17,23 +18,6 @@ from tfllm.layers import MultiHeadSelfAttention, make_attention_mask
 BATCH, SEQ, HIDDEN, HEADS = 2, 8, 8, 2
 PROMPT = 4  # prefill length in the cache tests
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-def to_numpy(x):
-    return ops.convert_to_numpy(x)
-
-
-def dtype_of(x):
-    return keras.backend.standardize_dtype(x.dtype)
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def random_inputs(seed=0, shape=(BATCH, SEQ, HIDDEN)):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import keras
-from keras import ops
+from helpers import dtype_of, to_numpy
 
 from tfllm.layers import PositionalEmbedding, positions_from, sinusoidal_encoding
 
@@ -16,23 +16,6 @@ from tfllm.layers import PositionalEmbedding, positions_from, sinusoidal_encodin
 VOCAB, CONTEXT, DIM = 37, 16, 8
 TOL = dict(atol=1e-5, rtol=1e-5)
 POSITION_TYPES = ["learned", "sinusoidal"]
-
-
-def to_numpy(x):
-    return ops.convert_to_numpy(x)
-
-
-def dtype_of(x):
-    return keras.backend.standardize_dtype(x.dtype)
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def token_ids(seed=0, shape=(2, 8)):

@@ -9,6 +9,7 @@ import pytest
 
 import keras
 from keras import ops
+from helpers import dtype_of, to_numpy
 
 from tfllm.layers import PositionalEmbedding, TransformerBlock
 
@@ -17,23 +18,6 @@ BATCH, SEQ, HIDDEN, HEADS, FFN = 2, 8, 8, 2, 32
 PROMPT = 4
 TOL = dict(atol=1e-5, rtol=1e-5)
 PADDING_MASK = np.array([[1, 1, 1, 1, 1, 0, 0, 0], [1, 0, 1, 1, 1, 1, 0, 1]], dtype="int32")
-
-
-def to_numpy(x):
-    return ops.convert_to_numpy(x)
-
-
-def dtype_of(x):
-    return keras.backend.standardize_dtype(x.dtype)
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def random_inputs(seed=0, shape=(BATCH, SEQ, HIDDEN)):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras
-from keras import ops
+from helpers import dtype_of, to_numpy
 
 from tfllm.models import GPTConfig, build_gpt, call_with_cache, init_cache
 
@@ -19,14 +19,6 @@ DECODE_TOL = dict(atol=1e-4, rtol=1e-4)
 # Few distinct shapes: eager JAX compiles each op once per shape, so the tests reuse
 # (BATCH, SEQ) for full passes and (BATCH, PROMPT) for prefills.
 BATCH, SEQ, PROMPT = 2, 8, 4
-
-
-def to_numpy(x):
-    return ops.convert_to_numpy(x)
-
-
-def dtype_of(x):
-    return keras.backend.standardize_dtype(x.dtype)
 
 
 def tiny_config(**overrides):
@@ -54,15 +46,6 @@ def zeros_init(monkeypatch):
     """
     monkeypatch.setattr(keras.initializers, "RandomNormal",
                         lambda *args, **kwargs: keras.initializers.Zeros())
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def expected_param_count(c):
