@@ -16,7 +16,9 @@ clipping) and the token cross-entropy, one training step at a time:
 
 Random weights, no download. The contenders alternate round by round; each number is the
 median over rounds, and the ratio to keras-hub XLA the median of the per-round ratios (the
-neighbours in time see the same machine load). Peak memory is measured in a fresh process
+neighbours in time see the same machine load). On a shared machine, tokens per CPU-second
+of this process (all its threads) is the steadier measure of work per token, and is shown
+beside the wall-clock rate. Peak memory is measured in a fresh process
 per contender (CPU: growth of resident memory over the process after imports, sampled
 every 2 ms; GPU: TensorFlow's peak allocation). MFU counts 6N + 12 L d T FLOPs per trained
 token (N: parameters without position embeddings, L layers, d width, T sequence length;
@@ -65,7 +67,10 @@ def batch_tensors(c, seed=0):
 
 
 def make_step(name, c):
-    """A zero-argument function that runs one training step and waits for it."""
+    """A zero-argument function that runs one training step; float() of what it returns
+    waits for the step. tfllm's step returns its loss tensor without waiting (train.py
+    reads the loss only every --log-every steps); Keras's train_on_batch returns a
+    number, so it waits after every step, as it does for its users."""
     import keras
     import tensorflow as tf
 
@@ -84,7 +89,7 @@ def make_step(name, c):
         optimizer = build_optimizer(model, LR, 10**6, 0, WEIGHT_DECAY, clip_norm=CLIP)
         trainer = Trainer(model, optimizer, tf.distribute.get_strategy(), pad_id=0,
                           jit_compile=name == "tfllm")
-        return lambda: float(trainer.train_step((x, y))[0])
+        return lambda: trainer.train_step((x, y))[0]
 
     if name.startswith("keras-hub"):
         import keras_hub
@@ -108,7 +113,7 @@ def make_step(name, c):
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=name != "keras-hub")
-    return lambda: float(model.train_on_batch(inputs, y))
+    return lambda: model.train_on_batch(inputs, y)
 
 
 def matmul_peak(size=2048, repeats=20):
@@ -164,7 +169,7 @@ def _memory(name, config_name, warm_steps):
     sampler.start()
     step = make_step(name, CONFIGS[config_name])
     for _ in range(warm_steps):
-        step()
+        float(step())
     done.set()
     sampler.join()
     if gpus:
@@ -180,23 +185,30 @@ def bench_config(config_name, rounds, steps, contenders, memory):
         start = time.perf_counter()
         steps_fns[name] = make_step(name, c)
         for _ in range(2):  # compile and warm up
-            steps_fns[name]()
+            float(steps_fns[name]())
         print(f"  {config_name}: {name} ready [{time.perf_counter() - start:.1f}s]",
               file=sys.stderr, flush=True)
     rates = {name: [] for name in contenders}
+    cpu_rates = {name: [] for name in contenders}
     for _ in range(rounds):
         for name in contenders:  # alternating: drifts in machine load hit everyone alike
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(steps):
-                steps_fns[name]()
+                result = steps_fns[name]()
+            float(result)  # wait for the last step (and so for all of them)
             rates[name].append(tokens * steps / (time.perf_counter() - start))
+            cpu_rates[name].append(tokens * steps / (time.process_time() - cpu_start))
     rows = {}
     for name in contenders:
         # Ratios within a round cancel most of the machine's load drift (a shared CPU).
         ratios = [a / b for a, b in zip(rates[name], rates.get(BASELINE, rates[name]))]
+        cpu_ratios = [a / b for a, b in zip(cpu_rates[name],
+                                            cpu_rates.get(BASELINE, cpu_rates[name]))]
         rows[name] = {"tokens_per_s": statistics.median(rates[name]),
                       "spread": (min(rates[name]), max(rates[name])),
                       "vs_baseline": statistics.median(ratios),
+                      "tokens_per_cpu_s": statistics.median(cpu_rates[name]),
+                      "cpu_vs_baseline": statistics.median(cpu_ratios),
                       "peak_mb": peak_memory_mb(name, config_name) if memory else None}
     return rows
 
@@ -231,16 +243,20 @@ def main(argv=None):
               f"{flops / 1e6:.1f} MFLOP/token; median of {args.rounds} rounds x "
               f"{args.steps} steps (the ratio: median of the per-round ratios)")
         print(f"| {'contender':<16} | {'tokens/s':>9} | {'range':>15} | {'ms/step':>8} | "
-              f"{'peak MB':>8} | {'MFU':>6} | {'vs ' + BASELINE:>17} |")
-        print(f"|{'-' * 18}|{'-' * 11}|{'-' * 17}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 19}|")
+              f"{'peak MB':>8} | {'MFU':>6} | {'vs ' + BASELINE:>17} | {'tok/CPU-s':>9} | "
+              f"{'vs (CPU time)':>13} |")
+        print(f"|{'-' * 18}|{'-' * 11}|{'-' * 17}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 19}|"
+              f"{'-' * 11}|{'-' * 15}|")
         for name, row in rows.items():
             rate = row["tokens_per_s"]
             ms = 1000 * c["batch"] * c["context_length"] / rate
             mem = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
             ratio = f"{row['vs_baseline']:.2f}x" if BASELINE in rows else "-"
+            cpu_ratio = f"{row['cpu_vs_baseline']:.2f}x" if BASELINE in rows else "-"
             lo, hi = row["spread"]
             print(f"| {name:<16} | {rate:>9,.0f} | {lo:>7,.0f}-{hi:<7,.0f} | {ms:>8.1f} | "
-                  f"{mem:>8} | {rate * flops / peak:>6.1%} | {ratio:>17} |")
+                  f"{mem:>8} | {rate * flops / peak:>6.1%} | {ratio:>17} | "
+                  f"{row['tokens_per_cpu_s']:>9,.0f} | {cpu_ratio:>13} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": device, "matmul_peak_flops": peak, "results": results}, f,
