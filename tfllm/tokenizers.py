@@ -48,6 +48,20 @@ _CHUNK_CHARS = 1000
 _MAX_TRAINING_CHUNKS = 100_000
 
 
+def as_ragged_ids(ids):
+    """Ids for detokenize: ragged as is; dense (batch, length) or (length,) made ragged."""
+    if isinstance(ids, tf.RaggedTensor):
+        return ids
+    ids = tf.convert_to_tensor(ids)
+    if ids.shape.rank == 1:
+        ids = ids[tf.newaxis]
+    elif ids.shape.rank != 2:
+        raise ValueError(
+            f"detokenize takes ids of shape (batch, length) or (length,), got {ids.shape}: "
+            "reshape the ids first")
+    return tf.RaggedTensor.from_tensor(ids)
+
+
 class Tokenizer(tf.Module):
     """Common interface: text <-> int32 ids, graph-safe in both directions.
 
@@ -96,16 +110,7 @@ class Tokenizer(tf.Module):
         the vocabulary (e.g. from a model whose embedding table is padded) decode as unknown.
         A 1-D dense tensor is treated as a batch of one.
         """
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.convert_to_tensor(ids)
-            if ids.shape.rank == 1:
-                ids = ids[tf.newaxis]
-            elif ids.shape.rank != 2:
-                raise ValueError(
-                    f"detokenize takes ids of shape (batch, length) or (length,), got {ids.shape}: "
-                    "reshape the ids first"
-                )
-            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = as_ragged_ids(ids)
         ids = tf.cast(ids, tf.int32)
         flat = ids.flat_values
         flat = tf.where((flat >= 0) & (flat < self.vocab_size), flat, UNK_ID)
@@ -514,15 +519,7 @@ class GPT2Tokenizer(Tokenizer):
     def detokenize(self, ids):
         """int32 ids (batch, None), ragged or dense -> tf.string (batch,): the bytes of each
         piece joined; pad and EOS are dropped, ids outside the vocabulary decode as U+FFFD."""
-        if not isinstance(ids, tf.RaggedTensor):
-            ids = tf.convert_to_tensor(ids)
-            if ids.shape.rank == 1:
-                ids = ids[tf.newaxis]
-            elif ids.shape.rank != 2:
-                raise ValueError(
-                    f"detokenize takes ids of shape (batch, length) or (length,), got {ids.shape}: "
-                    "reshape the ids first")
-            ids = tf.RaggedTensor.from_tensor(ids)
+        ids = as_ragged_ids(ids)
         ids = tf.cast(ids, tf.int32)
         keep = (ids.flat_values != self.pad_id) & (ids.flat_values != self.eos_id)
         ids = tf.ragged.boolean_mask(ids, ids.with_flat_values(keep))
