@@ -32,12 +32,31 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Train a GPT-style language model; writes runs/NAME/ and a SavedModel.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="", help="text file(s), directory or glob, comma-"
-                   "separated; empty: CPython's bundled documentation (pydoc_data)")
+    p.add_argument("--task", default=d.task, choices=["lm", "sft", "classify"],
+                   help="lm: pretrain on text; sft: fine-tune a run (--init) on conversations "
+                   "(JSONL); classify: train a text classifier (label<TAB>text, CSV, JSONL)")
+    p.add_argument("--data", default="", help="lm: text file(s), directory or glob, comma-"
+                   "separated, empty for CPython's bundled documentation (pydoc_data); "
+                   "sft/classify: the training file")
+    p.add_argument("--val", default="", help="sft/classify: validation file (default: a "
+                   "held-out share of --data)")
     p.add_argument("--preset", default=d.preset, help="model size: tiny, small or gpt2")
-    p.add_argument("--init", default="", help="start from pretrained GPT-2 weights: a Hugging "
-                   "Face directory (config.json, model.safetensors, vocab.json, merges.txt) or "
-                   "a keras-hub GPT2 preset; the model shape and tokenizer come from it")
+    p.add_argument("--init", default="", help="start from a train.py run directory "
+                   "(runs/NAME) or pretrained GPT-2 weights: a Hugging Face directory "
+                   "(config.json, model.safetensors, vocab.json, merges.txt) or a keras-hub "
+                   "GPT2 preset; the model shape and tokenizer come from it")
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="sft: train only "
+                   "rank-N LoRA adapters on the attention and feed-forward projections "
+                   "(merged into the export); 0: train every weight")
+    p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls", "last"],
+                   help="classify: mean of the tokens, a class token, or the last token "
+                   "(a GPT from --init)")
+    p.add_argument("--class-weights", action="store_true",
+                   help="classify: weigh each class by its inverse frequency in --data")
+    p.add_argument("--text-column", default=d.text_column,
+                   help="classify: the text column of a CSV/JSONL file")
+    p.add_argument("--label-column", default=d.label_column,
+                   help="classify: the label column of a CSV/JSONL file")
     for flag, _, kind, help_text in OVERRIDES:
         p.add_argument(flag, type=kind, help=f"override the preset's {help_text}")
     p.add_argument("--untied-embeddings", action="store_true",
@@ -93,7 +112,9 @@ def options_from(args):
     if args.untied_embeddings:
         overrides["tie_embeddings"] = False
     return TrainOptions(
-        data=args.data, preset=args.preset, init=args.init, overrides=overrides,
+        task=args.task, val=args.val, lora_rank=args.lora_rank, pooling=args.pooling,
+        class_weights=args.class_weights, text_column=args.text_column,
+        label_column=args.label_column, data=args.data, preset=args.preset, init=args.init, overrides=overrides,
         tokenizer=args.tokenizer,
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
         warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
@@ -113,9 +134,13 @@ def main(argv=None):
         # Checks the strategy and TF_CONFIG; MultiWorker must start before TF's devices do.
         start_strategy(options.strategy, options.batch_size)
         import_tensorflow_quietly()
-        from tfllm.training.pretrain import pretrain
-
-        pretrain(options)
+        if options.task == "sft":
+            from tfllm.training.sft import train_sft as train
+        elif options.task == "classify":
+            from tfllm.training.classify import train_classifier as train
+        else:
+            from tfllm.training.pretrain import pretrain as train
+        train(options)
 
     return exit_code(run)
 

@@ -7,13 +7,23 @@ import os
 from tfllm.training.strategy import STRATEGIES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+# lm: pretrain on text; sft: fine-tune on conversations (JSONL); classify: labelled text.
+TASKS = ("lm", "sft", "classify")
+POOLINGS = ("mean", "cls", "last")
 
 
 @dataclasses.dataclass
 class TrainOptions:
+    task: str = "lm"                    # lm, sft or classify
     data: str = ""                      # files/dirs/globs; empty: the built-in corpus
+    val: str = ""                       # validation file (sft, classify); empty: split --data
     preset: str = "tiny"
-    init: str = ""                      # GPT-2 directory to start from (HF or keras-hub)
+    init: str = ""                      # a train.py run dir or GPT-2 directory to start from
+    lora_rank: int = 0                  # > 0: train LoRA adapters of this rank only
+    pooling: str = "mean"               # classify: mean, cls (class token) or last (GPT)
+    class_weights: bool = False         # classify: weigh classes by inverse frequency
+    text_column: str = "text"           # classify: CSV/JSONL column names
+    label_column: str = "label"
     overrides: dict = dataclasses.field(default_factory=dict)  # GPTConfig fields
     tokenizer: str = "sentencepiece"    # or "char"
     steps: int = 600
@@ -41,8 +51,9 @@ class TrainOptions:
     sample_tokens: int = 80
 
     def __post_init__(self):
-        self.name = self.name or (os.path.basename(os.path.normpath(self.init))
-                                  if self.init else self.preset)
+        base = os.path.basename(os.path.normpath(self.init)) if self.init else self.preset
+        # A fine-tune must not resume (or overwrite) the run it starts from.
+        self.name = self.name or (base if self.task == "lm" else f"{base}-{self.task}")
         if self.init:
             fixed = sorted(set(self.overrides) - {"dropout", "context_length"})
             if fixed:
@@ -51,6 +62,17 @@ class TrainOptions:
                                  f"{flags} (only --dropout and a shorter --context-length apply)")
             if self.tokenizer != "sentencepiece":
                 raise ValueError("--init uses the checkpoint's GPT-2 tokenizer: drop --tokenizer")
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
+        if self.lora_rank < 0:
+            raise ValueError(f"--lora-rank must be 0 (off) or positive, got {self.lora_rank}")
+        if self.lora_rank and self.task != "sft":
+            raise ValueError("--lora-rank applies to --task sft only: drop it")
+        if self.task != "lm" and not self.data:
+            raise ValueError(f"--task {self.task} needs --data FILE (no built-in default)")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}: choose one of "
+                             f"{', '.join(POOLINGS)}")
         for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches",
                       "grad_accum", "keep_checkpoints", "log_every"):
             if getattr(self, field) <= 0:

@@ -1,0 +1,113 @@
+"""The chat format: one conversation layout for SFT data, the chat CLI and the `chat`
+signature of a SavedModel.
+
+A conversation is a list of messages `{"role": "system"|"user"|"assistant",
+"content": str}`. It renders, in token ids, as
+
+    EOS <|system|> text <|end|> <|user|> text <|end|> <|assistant|> text <|end|> ...
+
+EOS is the document boundary the model saw in pretraining. Role and end-of-turn markers
+are the tokenizer's reserved ids (4-7), inserted as ids rather than parsed from text.
+To ask for a reply, the rendering ends with `<|assistant|>`, and generation stops at
+`<|end|>`. In training, the model learns the assistant's tokens and its `<|end|>` only.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+ROLES = ("system", "user", "assistant")
+ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
+END_TOKEN = "<|end|>"
+
+
+class ChatTokens:
+    """The ids of the chat markers in one tokenizer."""
+
+    def __init__(self, tokenizer):
+        self.role_ids = {role: tokenizer.token_id(piece) for role, piece in ROLE_TOKENS.items()}
+        self.end_id = tokenizer.token_id(END_TOKEN)
+        self.start_id = tokenizer.eos_id
+        self.assistant_id = self.role_ids["assistant"]
+
+
+def check_messages(messages, where="conversation"):
+    """`messages` as a validated list of {"role", "content"} dicts; a ValueError naming
+    `where` (e.g. "train.jsonl line 12") and the problem otherwise."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: 'messages' must be a non-empty list of "
+                         '{"role": ..., "content": ...} objects')
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValueError(f'{where}: message {i} must be an object with "role" and '
+                             f'"content", got {_short(message)}')
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise ValueError(f"{where}: message {i} has unknown role {_short(role)}: use "
+                             f"one of {', '.join(ROLES)}")
+        if not isinstance(content, str):
+            raise ValueError(f"{where}: message {i} content must be a string, got "
+                             f"{type(content).__name__}")
+        if role == "system" and i != 0:
+            raise ValueError(f"{where}: a system message may only come first (message {i})")
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+def messages_from_row(row, where="row"):
+    """The messages of one SFT row: `{"messages": [...]}` or `{"prompt", "response"}`."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    if "messages" in row:
+        return check_messages(row["messages"], where)
+    if "prompt" in row and "response" in row:
+        return check_messages([{"role": "user", "content": row["prompt"]},
+                               {"role": "assistant", "content": row["response"]}], where)
+    raise ValueError(f'{where}: expected "messages", or "prompt" and "response"; got keys '
+                     f"{sorted(row)}")
+
+
+def render_ids(tokenizer, messages, add_reply_prompt=False, tokens=None):
+    """(ids, learned) for one conversation: int32 ids and a bool array, True at the
+    assistant's tokens and their end-of-turn (the tokens SFT learns to produce).
+
+    add_reply_prompt: end with `<|assistant|>`, ready for the model to write a reply.
+    """
+    tokens = tokens or ChatTokens(tokenizer)
+    contents = [m["content"] for m in messages]
+    content_ids = tokenizer.tokenize(tf.constant(contents, tf.string)).to_list() \
+        if contents else []
+    ids, learned = [tokens.start_id], [False]
+    for message, body in zip(messages, content_ids):
+        is_reply = message["role"] == "assistant"
+        ids += [tokens.role_ids[message["role"]], *body, tokens.end_id]
+        learned += [False] + [is_reply] * (len(body) + 1)
+    if add_reply_prompt:
+        ids.append(tokens.assistant_id)
+        learned.append(False)
+    return np.asarray(ids, np.int32), np.asarray(learned, bool)
+
+
+def render_text(messages, add_reply_prompt=False):
+    """The same layout as readable text (markers spelled out), for logs and docs."""
+    text = "".join(f"{ROLE_TOKENS[m['role']]}{m['content']}{END_TOKEN}" for m in messages)
+    return text + (ROLE_TOKENS["assistant"] if add_reply_prompt else "")
+
+
+def trim_to_fit(tokenizer, messages, budget, tokens=None):
+    """The longest suffix of whole turns (keeping a leading system message) whose reply
+    prompt fits in `budget` tokens: history is dropped from the oldest turn first.
+    Raises ValueError when even the last message alone does not fit."""
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns = messages[len(system):]
+    for start in range(len(turns)):
+        kept = system + turns[start:]
+        if len(render_ids(tokenizer, kept, True, tokens)[0]) <= budget:
+            return kept
+    raise ValueError(f"the last message alone is longer than the {budget} tokens the "
+                     "context leaves for it: shorten it (or the system prompt)")
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
