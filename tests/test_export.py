@@ -87,7 +87,7 @@ def test_killed_export_leaves_no_partial_version_and_the_next_one_recovers(
     assert sorted(os.listdir(models / "m")) == ["1", "2"]
     assert (models / "m" / "2" / "saved_model.pb").exists()
     assert json.loads((models / "m" / "2" / "assets.extra" / "tfllm.json").read_text())[
-        "signatures"] == ["serving_default", "generate", "score", "tokenize", "logits"]
+        "signatures"] == ["serving_default", "greedy", "score", "tokenize", "logits"]
 
     # An existing version is never overwritten: one line, exit 2, nothing changed.
     before = snapshot(models)

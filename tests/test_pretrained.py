@@ -233,7 +233,7 @@ def test_exported_saved_model_serves_the_imported_model(gpt2, tokenizer, tmp_pat
     path = export_model(model, tokenizer, config, str(tmp_path / "gpt2"), max_new_tokens=5)
     served = tf.saved_model.load(path).signatures
     prompts = ["The quick brown", "你好"]
-    outputs = served["serving_default"](prompts=tf.constant(prompts),
+    outputs = served["greedy"](prompts=tf.constant(prompts),
                                         max_new_tokens=tf.constant(5))["outputs"].numpy()
     expected = Generator(model, tokenizer, config.context_length, jit_compile=False)(
         prompts, max_new_tokens=5)

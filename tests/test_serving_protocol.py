@@ -42,12 +42,12 @@ params = lambda **kw: {k: tf.constant(v, dtypes[k]) for k, v in kw.items()}
 GREEDY = dict(max_new_tokens=12, temperature=0.0, top_k=0, top_p=1.0, seed=0)
 P = tf.constant(prompts)
 out = {"signatures": sorted(sig)}
-out["greedy"] = strings(sig["serving_default"](prompts=P, **params(max_new_tokens=12))["outputs"])
-out["generate_greedy"] = strings(sig["generate"](prompts=P, **params(**GREEDY))["outputs"])
-out["sampled"] = strings(sig["generate"](prompts=P, **params(**sampling))["outputs"])
+out["greedy"] = strings(sig["greedy"](prompts=P, **params(max_new_tokens=12))["outputs"])
+out["all_inputs_greedy"] = strings(sig["serving_default"](prompts=P, **params(**GREEDY))["outputs"])
+out["sampled"] = strings(sig["serving_default"](prompts=P, **params(**sampling))["outputs"])
 # The restored functions (not the signatures) apply the defaults in Python.
-out["defaults"] = strings(m.generate(P)["outputs"])
-out["serving_defaults"] = strings(m.serving_default(P)["outputs"])
+out["defaults"] = strings(m.serving_default(P)["outputs"])
+out["greedy_defaults"] = strings(m.greedy(P)["outputs"])
 out["score"] = {k: v.numpy().tolist() for k, v in sig["score"](texts=tf.constant(texts)).items()}
 tok = sig["tokenize"](texts=tf.constant(texts))
 out["token_ids"] = tok["token_ids"].numpy().tolist()
@@ -57,11 +57,11 @@ out["logits"] = sig["logits"](token_ids=ids)["logits"].numpy().tolist()
 out["errors"] = {}
 for name, (change, _) in bad.items():
     try:
-        sig["generate"](prompts=P, **params(**{**GREEDY, **change}))
+        sig["serving_default"](prompts=P, **params(**{**GREEDY, **change}))
         out["errors"][name] = None
     except tf.errors.InvalidArgumentError as e:
         out["errors"][name] = e.message
-again = sig["serving_default"](prompts=P, **params(max_new_tokens=12))
+again = sig["greedy"](prompts=P, **params(max_new_tokens=12))
 out["after_errors"] = strings(again["outputs"])
 out["tfllm_imported"] = sorted(m for m in sys.modules if m.startswith("tfllm"))
 print(json.dumps(out))
@@ -88,13 +88,13 @@ with tf1.Session(graph=tf.Graph()) as sess:
         return sess.run({k: v.name for k, v in sig.outputs.items()},
                         {sig.inputs[k].name: v for k, v in feeds.items()})
     out["signatures"] = sorted(k for k in sigs if not k.startswith("__"))
-    out["greedy"] = strings(call("serving_default", prompts=prompts, max_new_tokens=12)["outputs"])
-    out["serving_defaults"] = strings(call("serving_default", prompts=prompts)["outputs"])
-    out["defaults"] = strings(call("generate", prompts=prompts)["outputs"])
-    out["sampled"] = strings(call("generate", prompts=prompts, **sampling)["outputs"])
+    out["greedy"] = strings(call("greedy", prompts=prompts, max_new_tokens=12)["outputs"])
+    out["greedy_defaults"] = strings(call("greedy", prompts=prompts)["outputs"])
+    out["defaults"] = strings(call("serving_default", prompts=prompts)["outputs"])
+    out["sampled"] = strings(call("serving_default", prompts=prompts, **sampling)["outputs"])
     # What TF Serving's REST `instances` form sends: every input batched, one row per prompt.
     rows = {k: [v] * len(prompts) for k, v in sampling.items()}
-    out["sampled_rows"] = strings(call("generate", prompts=prompts, **rows)["outputs"])
+    out["sampled_rows"] = strings(call("serving_default", prompts=prompts, **rows)["outputs"])
     s = call("score", texts=texts)
     out["score"] = {k: v.tolist() for k, v in s.items()}
     tok = call("tokenize", texts=texts)
@@ -104,11 +104,11 @@ with tf1.Session(graph=tf.Graph()) as sess:
     out["errors"] = {}
     for name, (change, _) in bad.items():
         try:
-            call("generate", prompts=prompts, **change)
+            call("serving_default", prompts=prompts, **change)
             out["errors"][name] = None
         except tf.errors.InvalidArgumentError as e:
             out["errors"][name] = e.message
-    again = call("serving_default", prompts=prompts, max_new_tokens=12)
+    again = call("greedy", prompts=prompts, max_new_tokens=12)
     out["after_errors"] = strings(again["outputs"])
     # Replay the warm-up file as TF Serving does before serving the version.
     out["warmup"] = []
@@ -119,7 +119,7 @@ with tf1.Session(graph=tf.Graph()) as sess:
 print(json.dumps(out))
 """
 
-SIGNATURES = ["generate", "logits", "score", "serving_default", "tokenize"]
+SIGNATURES = ["greedy", "logits", "score", "serving_default", "tokenize"]
 
 
 def run_fresh(script, *args, timeout=300):
@@ -185,9 +185,9 @@ def test_tf2_loader_gives_what_tfllm_gives(trained_run, in_process):
     got = run_loader(TF2_LOADER, trained_run[2])
     assert got["tfllm_imported"] == []
     check_against_in_process(got, in_process)
-    assert got["generate_greedy"] == in_process["greedy"]
+    assert got["all_inputs_greedy"] == in_process["greedy"]
     # Defaults: greedy, the exported max_new_tokens.
-    assert got["defaults"] == got["serving_defaults"]
+    assert got["defaults"] == got["greedy_defaults"]
     n = in_process["default_max_new_tokens"]
     assert got["defaults"] == in_process["generator"](PROMPTS, max_new_tokens=n)
 
@@ -196,7 +196,7 @@ def test_session_loader_gives_the_same_and_fills_defaults(trained_run, in_proces
     got = run_loader(SESSION_LOADER, trained_run[2])
     check_against_in_process(got, in_process)
     assert got["sampled_rows"] == got["sampled"]
-    assert got["defaults"] == got["serving_defaults"]
+    assert got["defaults"] == got["greedy_defaults"]
     n = in_process["default_max_new_tokens"]
     assert got["defaults"] == in_process["generator"](PROMPTS, max_new_tokens=n)
     # The warm-up file replays cleanly through the session, one request per signature.
@@ -210,9 +210,10 @@ def test_signature_defaults_are_in_the_signature_def(trained_run):
     proto = saved_model_pb2.SavedModel.FromString(
         (trained_run[2] / "saved_model.pb").read_bytes())
     signatures = proto.meta_graphs[0].signature_def
-    assert set(signatures["generate"].defaults) == set(DTYPES)
-    assert set(signatures["serving_default"].defaults) == {"max_new_tokens"}
-    assert set(signatures["serving_default"].inputs) == {"prompts", "max_new_tokens"}
+    assert set(signatures["serving_default"].defaults) == set(DTYPES)
+    assert set(signatures["serving_default"].inputs) == {"prompts", *DTYPES}
+    assert set(signatures["greedy"].defaults) == {"max_new_tokens"}
+    assert set(signatures["greedy"].inputs) == {"prompts", "max_new_tokens"}
     assert not signatures["score"].defaults and not signatures["logits"].defaults
 
 
@@ -231,7 +232,8 @@ def test_saved_model_cli_shows_and_runs_the_signatures(trained_run):
                         ("perplexity", "DT_FLOAT"), ("logits", "DT_FLOAT")]:
         section = shown.split(f"['{name}'] tensor_info:")[1]
         assert section.split("dtype: ")[1].startswith(dtype), name
-    # `--input_exprs` takes Python literals; max_new_tokens left out takes its default.
+    # `--input_exprs` takes Python literals; the generation parameters left out take their
+    # SignatureDef defaults.
     ran = run_fresh(SAVED_MODEL_CLI, "run", "--dir", saved_model, "--tag_set", "serve",
                     "--signature_def", "serving_default", "--input_exprs", 'prompts=["The"]')
     assert "Result for output key outputs:" in ran.stdout

@@ -69,7 +69,7 @@ class SavedModelModel:
 
     def generate(self, prompts, max_new_tokens):
         try:
-            out = self.loaded.signatures["serving_default"](
+            out = self.loaded.signatures["greedy"](
                 prompts=tf.constant(prompts), max_new_tokens=tf.constant(max_new_tokens))
         except tf.errors.InvalidArgumentError as e:
             # The served model refused the request (e.g. prompt + max_new_tokens > context).

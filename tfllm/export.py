@@ -9,18 +9,19 @@ the stock model server cannot run XLA-compiled functions on every build.
 Signatures (every generation parameter may be a scalar, or one equal value per prompt as
 REST's `instances` form sends it):
 
-    serving_default  prompts [batch] string, max_new_tokens       -> outputs [batch] string
-    generate         prompts, max_new_tokens, temperature, top_k,
-                     top_p, seed                                   -> outputs [batch] string
+    serving_default  prompts [batch] string, max_new_tokens,
+                     temperature, top_k, top_p, seed              -> outputs [batch] string
+    greedy           prompts [batch] string, max_new_tokens       -> outputs [batch] string
     score            texts [batch] string -> log_prob, num_tokens, perplexity [batch]
     tokenize         texts [batch] string -> token_ids [batch, len], lengths [batch]
     logits           token_ids [batch, len] int32 -> logits [batch, len, vocab] float32
 
 Generation parameters carry defaults in the SignatureDef (greedy, `max_new_tokens` from
 the export): gRPC Predict and the session loader fill in any that a request leaves out.
-TF Serving's REST front end and `tf.saved_model.load(...).signatures` need every input;
-`tf.saved_model.load(...).generate(prompts)` (the function, not the signature) applies
-the defaults in Python.
+TF Serving's REST front end and `tf.saved_model.load(...).signatures` need every input
+(hence `greedy`, two inputs, for short REST requests);
+`tf.saved_model.load(...).serving_default(prompts)` (the function, not the signature)
+applies the defaults in Python.
 
 `score` reads each text as [EOS] + tokens + [EOS] and sums the natural-log probability of
 every token after the first (non-overlapping context-sized windows, as evaluate.py does):
@@ -52,7 +53,7 @@ from tfllm.generation import encode_prompts, generate_ids
 METADATA = "assets.extra/tfllm.json"
 WARMUP = "assets.extra/tf_serving_warmup_requests"
 MODELS_CONFIG = "models.config"
-SIGNATURES = ("serving_default", "generate", "score", "tokenize", "logits")
+SIGNATURES = ("serving_default", "greedy", "score", "tokenize", "logits")
 GENERATION_DEFAULTS = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
 _PARAM_DTYPES = {"max_new_tokens": tf.int32, "temperature": tf.float32, "top_k": tf.int32,
                  "top_p": tf.float32, "seed": tf.int32}
@@ -168,14 +169,15 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
     d["max_new_tokens"] = tf.constant(
         max_new_tokens or default_max_new_tokens(context), tf.int32)
 
-    def serving_default(prompts, max_new_tokens=d["max_new_tokens"]):
-        return {"outputs": _generate(model, tokenizer, context, prompts, max_new_tokens,
-                                     *(d[k] for k in GENERATION_DEFAULTS))}
-
-    def generate(prompts, max_new_tokens=d["max_new_tokens"], temperature=d["temperature"],
-                 top_k=d["top_k"], top_p=d["top_p"], seed=d["seed"]):
+    def serving_default(prompts, max_new_tokens=d["max_new_tokens"],
+                        temperature=d["temperature"], top_k=d["top_k"], top_p=d["top_p"],
+                        seed=d["seed"]):
         return {"outputs": _generate(model, tokenizer, context, prompts, max_new_tokens,
                                      temperature, top_k, top_p, seed)}
+
+    def greedy(prompts, max_new_tokens=d["max_new_tokens"]):
+        return {"outputs": _generate(model, tokenizer, context, prompts, max_new_tokens,
+                                     *(d[k] for k in GENERATION_DEFAULTS))}
 
     def score(texts):
         return _score(model, tokenizer, context, texts)
@@ -201,8 +203,8 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
               for k in ("max_new_tokens", *GENERATION_DEFAULTS)]
     texts = tf.TensorSpec([None], tf.string, name="texts")
     endpoints = [
-        ("serving_default", serving_default, [prompts, params[0]]),
-        ("generate", generate, [prompts, *params]),
+        ("serving_default", serving_default, [prompts, *params]),
+        ("greedy", greedy, [prompts, params[0]]),
         ("score", score, [texts]),
         ("tokenize", tokenize, [texts]),
         ("logits", logits, [tf.TensorSpec([None, None], tf.int32, name="token_ids")]),
@@ -231,9 +233,10 @@ def warmup_requests(model_name, max_new_tokens=4):
     prompts = (["The", "A list is"], tf.string)
     n = (max_new_tokens, tf.int32)
     return [
-        request("serving_default", prompts=prompts, max_new_tokens=n),
-        request("generate", prompts=prompts, max_new_tokens=n, temperature=(0.8, tf.float32),
-                top_k=(20, tf.int32), top_p=(0.9, tf.float32), seed=(1, tf.int32)),
+        request("serving_default", prompts=prompts, max_new_tokens=n,
+                temperature=(0.8, tf.float32), top_k=(20, tf.int32), top_p=(0.9, tf.float32),
+                seed=(1, tf.int32)),
+        request("greedy", prompts=prompts, max_new_tokens=n),
         request("score", texts=(["Warm-up text."], tf.string)),
         request("tokenize", texts=(["Warm-up text."], tf.string)),
         request("logits", token_ids=([[3, 8, 9]], tf.int32)),

@@ -61,7 +61,7 @@ LOAD_AND_GENERATE = """
 import json, sys
 import tensorflow as tf, tensorflow_text
 m = tf.saved_model.load(sys.argv[1])
-out = m.signatures["serving_default"](prompts=tf.constant(["The", "A list"]),
+out = m.signatures["greedy"](prompts=tf.constant(["The", "A list"]),
                                       max_new_tokens=tf.constant(10))
 print("RESULT " + json.dumps([s.decode() for s in out["outputs"].numpy()]))
 """
