@@ -87,7 +87,7 @@ def test_killed_export_leaves_no_partial_version_and_the_next_one_recovers(
     assert sorted(os.listdir(models / "m")) == ["1", "2"]
     assert (models / "m" / "2" / "saved_model.pb").exists()
     assert json.loads((models / "m" / "2" / "assets.extra" / "tfllm.json").read_text())[
-        "signatures"] == ["serving_default", "greedy", "score", "tokenize", "logits"]
+        "signatures"] == ["serving_default", "greedy", "chat", "score", "tokenize", "logits"]
 
     # An existing version is never overwritten: one line, exit 2, nothing changed.
     before = snapshot(models)
@@ -203,8 +203,10 @@ def test_saved_model_has_only_tensorflow_and_tf_text_ops_and_no_xla(trained_run)
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["functions"] > 5 and "While" in found["ops"]
     assert found["unknown"] == []  # every op is TensorFlow core or TensorFlow Text
-    assert set(found["not_core"]) <= {op for op in found["not_core"] if op.startswith(
-        "Sentencepiece")} and found["not_core"]  # the tokenizer: TF Text's ops
+    # TF Text's ops: the tokenizer's, and the regex split that parses chat JSON.
+    assert found["not_core"] and set(found["not_core"]) <= {
+        op for op in found["not_core"] if op.startswith("Sentencepiece")} | {
+        "RegexSplitWithOffsets"}
     assert [op for op in found["ops"] if op.startswith(FORBIDDEN)] == []
     assert found["xla"] == []  # no function is XLA-compiled
 

@@ -119,7 +119,7 @@ with tf1.Session(graph=tf.Graph()) as sess:
 print(json.dumps(out))
 """
 
-SIGNATURES = ["greedy", "logits", "score", "serving_default", "tokenize"]
+SIGNATURES = ["chat", "greedy", "logits", "score", "serving_default", "tokenize"]
 
 
 def run_fresh(script, *args, timeout=300):

@@ -111,3 +111,48 @@ def trim_to_fit(tokenizer, messages, budget, tokens=None):
 def _short(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def render_prompt(tokenizer, tokens, roles, contents, budget):
+    """Graph version for the reply prompt: `roles`, `contents` 1-D tf.string (one
+    conversation) -> 1-D int32 ids ending in `<|assistant|>`, the same ids as
+    `render_ids(..., add_reply_prompt=True)` after `trim_to_fit` to `budget` tokens.
+
+    TensorFlow ops only: the `chat` signature of a SavedModel runs it.
+    """
+    role_ids = tf.where(
+        roles == "system", tokens.role_ids["system"],
+        tf.where(roles == "user", tokens.role_ids["user"], tokens.assistant_id))
+    body = tokenizer.tokenize(contents)
+    count = tf.shape(roles, out_type=tf.int64)[0]
+    turns = tf.concat([tf.RaggedTensor.from_tensor(role_ids[:, None]), body,
+                       tf.RaggedTensor.from_tensor(tf.fill([count, 1], tokens.end_id))], axis=1)
+    lengths = turns.row_lengths()
+    has_system = roles[0] == "system"
+    system_length = tf.where(has_system, lengths[0], 0)
+    # Tokens needed to keep every turn from i on (plus the system turn, start and
+    # reply marker); history goes from the oldest turn until the rest fits.
+    needed = tf.cumsum(lengths, reverse=True) + system_length + 2
+    first = tf.range(count) == 0
+    needed = tf.where(first & has_system, system_length + 2, needed)
+    keep = needed <= tf.cast(budget, tf.int64)
+    check = tf.debugging.Assert(
+        keep[-1], ["the last message alone is longer than the tokens the context leaves "
+                   "for it (context minus max_new_tokens): shorten it, got needed, budget",
+                   needed[-1], budget])
+    with tf.control_dependencies([check]):
+        kept = tf.ragged.boolean_mask(turns, keep).flat_values
+    return tf.concat([[tokens.start_id], kept, [tokens.assistant_id]], axis=0)
+
+
+def prompt_ids(tokenizer, messages, budget, tokens=None):
+    """Eager convenience: the reply prompt of `messages` as a list of ids, oldest turns
+    dropped to fit `budget`; ValueError when the last message alone does not fit."""
+    tokens = tokens or ChatTokens(tokenizer)
+    roles = tf.constant([m["role"] for m in messages])
+    contents = tf.constant([m["content"] for m in messages])
+    try:
+        return render_prompt(tokenizer, tokens, roles, contents, budget).numpy().tolist()
+    except tf.errors.InvalidArgumentError:
+        raise ValueError(f"the last message alone is longer than the {budget} tokens the "
+                         "context leaves for it: shorten it") from None

@@ -12,6 +12,9 @@ REST's `instances` form sends it):
     serving_default  prompts [batch] string, max_new_tokens,
                      temperature, top_k, top_p, seed              -> outputs [batch] string
     greedy           prompts [batch] string, max_new_tokens       -> outputs [batch] string
+    chat             conversations [batch] string (JSON messages),
+                     max_new_tokens, temperature, top_k, top_p,
+                     seed                                          -> replies [batch] string
     score            texts [batch] string -> log_prob, num_tokens, perplexity [batch]
     tokenize         texts [batch] string -> token_ids [batch, len], lengths [batch]
     logits           token_ids [batch, len] int32 -> logits [batch, len, vocab] float32
@@ -48,12 +51,14 @@ if __name__ == "__main__":  # run as a CLI: pick the backend before Keras loads
 import keras
 import tensorflow as tf
 
+from tfllm.chat_format import ROLES, ChatTokens, render_prompt
+from tfllm.chat_json import check_roles, parse_conversation
 from tfllm.generation import encode_prompts, generate_ids
 
 METADATA = "assets.extra/tfllm.json"
 WARMUP = "assets.extra/tf_serving_warmup_requests"
 MODELS_CONFIG = "models.config"
-SIGNATURES = ("serving_default", "greedy", "score", "tokenize", "logits")
+SIGNATURES = ("serving_default", "greedy", "chat", "score", "tokenize", "logits")
 GENERATION_DEFAULTS = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
 _PARAM_DTYPES = {"max_new_tokens": tf.int32, "temperature": tf.float32, "top_k": tf.int32,
                  "top_p": tf.float32, "seed": tf.int32}
@@ -87,18 +92,13 @@ def _one_value(x, name):
         return tf.identity(flat[0])
 
 
-def _generate(model, tokenizer, context, prompts, max_new_tokens, temperature, top_k, top_p,
-              seed):
-    """Checked generation: a bad request fails with a message, before any model op runs."""
-    max_new_tokens = _one_value(max_new_tokens, "max_new_tokens")
-    temperature = _one_value(temperature, "temperature")
-    top_k = _one_value(top_k, "top_k")
-    top_p = _one_value(top_p, "top_p")
-    seed = _one_value(seed, "seed")
-    ids = encode_prompts(tokenizer, prompts)  # EOS + prompt, ragged (batch, None)
-    longest = tf.reduce_max(tf.concat([tf.cast(ids.row_lengths(), tf.int32), [0]], 0))
+def _sampling_params(max_new_tokens, temperature, top_k, top_p, seed):
+    """The request's generation parameters, each one checked value."""
+    values = [_one_value(v, name) for v, name in zip(
+        (max_new_tokens, temperature, top_k, top_p, seed),
+        ("max_new_tokens", "temperature", "top_k", "top_p", "seed"))]
+    max_new_tokens, temperature, top_k, top_p, _ = values
     checks = [
-        tf.debugging.Assert(tf.size(prompts) > 0, ["prompts is empty: send at least one"]),
         tf.debugging.Assert(max_new_tokens >= 1, ["max_new_tokens must be >= 1, got",
                                                   max_new_tokens]),
         tf.debugging.Assert(temperature >= 0.0, [
@@ -107,6 +107,20 @@ def _generate(model, tokenizer, context, prompts, max_new_tokens, temperature, t
                                          top_k]),
         tf.debugging.Assert(tf.logical_and(top_p > 0.0, top_p <= 1.0), [
             "top_p must be in (0, 1], got", top_p]),
+    ]
+    with tf.control_dependencies(checks):
+        return [tf.identity(v) for v in values]
+
+
+def _generate(model, tokenizer, context, prompts, max_new_tokens, temperature, top_k, top_p,
+              seed):
+    """Checked generation: a bad request fails with a message, before any model op runs."""
+    max_new_tokens, temperature, top_k, top_p, seed = _sampling_params(
+        max_new_tokens, temperature, top_k, top_p, seed)
+    ids = encode_prompts(tokenizer, prompts)  # EOS + prompt, ragged (batch, None)
+    longest = tf.reduce_max(tf.concat([tf.cast(ids.row_lengths(), tf.int32), [0]], 0))
+    checks = [
+        tf.debugging.Assert(tf.size(prompts) > 0, ["prompts is empty: send at least one"]),
         tf.debugging.Assert(longest + max_new_tokens <= context, [
             "a prompt of", longest, "tokens (with the start marker) plus max_new_tokens =",
             max_new_tokens, (f"exceeds the context of {context} tokens of this model: "
@@ -114,12 +128,39 @@ def _generate(model, tokenizer, context, prompts, max_new_tokens, temperature, t
     ]
     with tf.control_dependencies(checks):
         ids = ids.with_flat_values(tf.identity(ids.flat_values))
-        max_new_tokens = tf.identity(max_new_tokens)
     new_ids = generate_ids(
         model, ids, max_new_tokens, context_length=context, eos_id=tokenizer.eos_id,
         pad_id=tokenizer.pad_id, temperature=temperature, top_k=top_k, top_p=top_p,
         seed=seed)
     return tokenizer.detokenize(new_ids)
+
+
+def _chat(model, tokenizer, tokens, context, conversations, max_new_tokens, temperature,
+          top_k, top_p, seed):
+    """Each conversation (a JSON string of messages) -> the assistant's reply, with the
+    oldest turns dropped when the conversation outgrows the context."""
+    max_new_tokens, temperature, top_k, top_p, seed = _sampling_params(
+        max_new_tokens, temperature, top_k, top_p, seed)
+    check = tf.debugging.Assert(
+        tf.logical_and(tf.size(conversations) > 0, max_new_tokens < context - 2), [
+            "send at least one conversation, with max_new_tokens below the context of "
+            f"{context} tokens less 2, got max_new_tokens", max_new_tokens])
+    with tf.control_dependencies([check]):
+        budget = tf.identity(context - max_new_tokens)
+
+    def render(conversation):
+        roles, contents = parse_conversation(conversation)
+        with tf.control_dependencies([check_roles(roles, ROLES)]):
+            return render_prompt(tokenizer, tokens, roles, contents, budget)
+
+    prompts = tf.map_fn(render, conversations, fn_output_signature=tf.RaggedTensorSpec(
+        [None], tf.int32, ragged_rank=0))
+    new_ids = generate_ids(
+        model, prompts, max_new_tokens, context_length=context, eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id, temperature=temperature, top_k=top_k, top_p=top_p,
+        seed=seed, stop_ids=[tokens.end_id, tokenizer.eos_id])
+    # The end-of-turn marker that stopped a reply is not part of it.
+    return tokenizer.detokenize(tf.where(new_ids == tokens.end_id, tokenizer.pad_id, new_ids))
 
 
 def _score(model, tokenizer, context, texts):
@@ -179,6 +220,11 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
         return {"outputs": _generate(model, tokenizer, context, prompts, max_new_tokens,
                                      *(d[k] for k in GENERATION_DEFAULTS))}
 
+    def chat(conversations, max_new_tokens=d["max_new_tokens"], temperature=d["temperature"],
+             top_k=d["top_k"], top_p=d["top_p"], seed=d["seed"]):
+        return {"replies": _chat(model, tokenizer, chat_tokens, context, conversations,
+                                 max_new_tokens, temperature, top_k, top_p, seed)}
+
     def score(texts):
         return _score(model, tokenizer, context, texts)
 
@@ -202,22 +248,40 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
     params = [tf.TensorSpec(None, _PARAM_DTYPES[k], name=k)
               for k in ("max_new_tokens", *GENERATION_DEFAULTS)]
     texts = tf.TensorSpec([None], tf.string, name="texts")
+    conversations = tf.TensorSpec([None], tf.string, name="conversations")
     endpoints = [
         ("serving_default", serving_default, [prompts, *params]),
         ("greedy", greedy, [prompts, params[0]]),
+        ("chat", chat, [conversations, *params]),
         ("score", score, [texts]),
         ("tokenize", tokenize, [texts]),
         ("logits", logits, [tf.TensorSpec([None, None], tf.int32, name="token_ids")]),
     ]
+    chat_tokens = chat_markers(tokenizer)
     for name, fn, signature in endpoints:
+        if name == "chat" and chat_tokens is None:
+            continue
         archive.add_endpoint(name, tf.function(fn, jit_compile=False), signature)
     return archive
+
+
+def chat_markers(tokenizer):
+    """The tokenizer's chat marker ids, or None when it has none (an imported GPT-2's
+    vocabulary), in which case the export has no `chat` signature."""
+    try:
+        return ChatTokens(tokenizer)
+    except ValueError:
+        return None
+
+
+def signatures_of(tokenizer):
+    return [s for s in SIGNATURES if s != "chat" or chat_markers(tokenizer) is not None]
 
 
 # --- warm-up requests --------------------------------------------------------------------
 
 
-def warmup_requests(model_name, max_new_tokens=4):
+def warmup_requests(model_name, max_new_tokens=4, chat=True):
     """PredictionLog records that call every signature once (TF Serving replays them
     from `assets.extra/tf_serving_warmup_requests` before the version is served)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
@@ -237,15 +301,18 @@ def warmup_requests(model_name, max_new_tokens=4):
                 temperature=(0.8, tf.float32), top_k=(20, tf.int32), top_p=(0.9, tf.float32),
                 seed=(1, tf.int32)),
         request("greedy", prompts=prompts, max_new_tokens=n),
+        *([request("chat", conversations=(
+            ['[{"role": "user", "content": "Hello!"}]'], tf.string), max_new_tokens=n)]
+          if chat else []),
         request("score", texts=(["Warm-up text."], tf.string)),
         request("tokenize", texts=(["Warm-up text."], tf.string)),
         request("logits", token_ids=([[3, 8, 9]], tf.int32)),
     ]
 
 
-def write_warmup(path, model_name, max_new_tokens=4):
+def write_warmup(path, model_name, max_new_tokens=4, chat=True):
     with tf.io.TFRecordWriter(path) as writer:
-        for log in warmup_requests(model_name, max_new_tokens):
+        for log in warmup_requests(model_name, max_new_tokens, chat):
             writer.write(log.SerializeToString())
 
 
@@ -321,12 +388,12 @@ def export_model(model, tokenizer, config, model_dir, version=None, train_option
             staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         write_warmup(os.path.join(staging, WARMUP), os.path.basename(
-            os.path.normpath(model_dir)))
+            os.path.normpath(model_dir)), chat=chat_markers(tokenizer) is not None)
         with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
             json.dump({"format": "tfllm", "config": config.to_dict(),
                        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
                                      "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id},
-                       "signatures": list(SIGNATURES),
+                       "signatures": signatures_of(tokenizer),
                        "generation_defaults": {"max_new_tokens": max_new_tokens,
                                                **GENERATION_DEFAULTS},
                        "train_options": train_options or {}}, f, indent=2)

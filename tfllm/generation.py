@@ -195,8 +195,19 @@ class Generator:
                       top_k=top_k, top_p=top_p, seed=seed)
 
     def encode(self, prompts, max_new_tokens):
-        """Left-padded prompt ids `(batch, bucketed_len)`, checked against the context."""
-        ids = encode_prompts(self.tokenizer, tf.constant(list(prompts), tf.string))
+        """Left-padded prompt ids `(batch, bucketed_len)`, checked against the context.
+
+        A prompt is a string (EOS is put before its tokens) or a list of token ids
+        (used as they are, e.g. a rendered chat conversation).
+        """
+        prompts = list(prompts)
+        if all(isinstance(p, str) for p in prompts):
+            ids = encode_prompts(self.tokenizer, tf.constant(prompts, tf.string))
+        elif any(isinstance(p, str) or not len(p) for p in prompts):
+            raise ValueError("prompts must be all strings or all non-empty lists of token "
+                             "ids, not a mix")
+        else:
+            ids = tf.ragged.constant(prompts, tf.int32)
         longest = int(tf.reduce_max(ids.row_lengths()))
         room = self.context_length - max_new_tokens
         if longest > room:
@@ -233,7 +244,8 @@ class Generator:
 
     def stream(self, prompt, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
                seed=0, stop=(), stop_token_ids=None, callback=None):
-        """Yield the continuation of one `prompt` piece by piece as tokens are chosen;
+        """Yield the continuation of one `prompt` (a string or a list of token ids) piece
+        by piece as tokens are chosen;
         `callback(piece)` is called with each piece too. Stops at a stop token or string."""
         check_generation_args(max_new_tokens, temperature, top_k, top_p)
         prompt_ids = self.encode([prompt], max_new_tokens)
