@@ -131,3 +131,15 @@ def test_bad_distribution_input_is_one_line_exit_2_and_writes_nothing(tmp_path, 
                 "grad_accum": "--batch-size 8 is not divisible by --grad-accum 3"}[case]
     assert expected in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_in_another_precision_is_refused_and_changes_nothing(trained_run, corpus_file):
+    work, run_dir, _, _ = trained_run
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    result = run_cli("train.py", "--data", corpus_file, "--name", "t", *TINY_FLAGS,
+                     "--precision", "bf16", cwd=work)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: 'runs/t' was trained with --precision fp32: resume it with the same "
+        "precision, or pick another --name"]
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before

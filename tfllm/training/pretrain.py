@@ -5,6 +5,7 @@ first file is written, so a rejected run leaves nothing behind.
 """
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -137,7 +138,7 @@ def pretrain(options, log=print):
         f"{tokenizer.vocab_size}; train {len(train_ids):,} tokens, validation "
         f"{len(val_ids):,} tokens [{time.time() - t0:.1f}s]")
 
-    check_resumable(run_dir, config)
+    check_resumable(run_dir, config, options)
     if chief:  # under MultiWorker the other workers write nothing here
         os.makedirs(run_dir, exist_ok=True)
         config.save(os.path.join(run_dir, rd.CONFIG))
@@ -203,12 +204,22 @@ def _warn(message):
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def check_resumable(run_dir, config):
+def check_resumable(run_dir, config, options=None):
+    """Rerunning a name resumes it: the model and the precision (fp16's loss-scaled
+    optimizer keeps other variables in its checkpoints) must be the run's own."""
     path = os.path.join(run_dir, rd.CONFIG)
     if os.path.exists(path) and GPTConfig.load(path) != config:
         raise ValueError(
             f"'{run_dir}' holds a run with a different model config: pick another --name "
             "or delete that directory")
+    saved = os.path.join(run_dir, rd.TRAIN_CONFIG)
+    if options is not None and os.path.exists(saved):
+        with open(saved, encoding="utf-8") as f:
+            before = json.load(f).get("precision", "fp32")
+        if before != options.precision:
+            raise ValueError(
+                f"'{run_dir}' was trained with --precision {before}: resume it with the "
+                "same precision, or pick another --name")
 
 
 def check_workers_agree(strategy, step, data_fingerprint):
