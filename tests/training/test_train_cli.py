@@ -140,6 +140,6 @@ def test_resuming_in_another_precision_is_refused_and_changes_nothing(trained_ru
                      "--precision", "bf16", cwd=work)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: 'runs/t' was trained with --precision fp32: resume it with the same "
+        "error: 'runs/t' was trained with --precision fp32: resume it with the same "
         "precision, or pick another --name"]
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before

@@ -8,6 +8,7 @@
     tensorboard/         the same scalars for TensorBoard
     loss.png             loss curves
     samples.txt          generations from the trained model
+    sft_report.json      SFT runs: assistant-token loss and end-of-turn rate, base vs tuned
 """
 
 import json
@@ -37,7 +38,8 @@ def write_json(path, values):
 
 
 def load_run(run_dir):
-    """(model with the latest checkpoint's weights, tokenizer, GPTConfig) of a run."""
+    """(model with the latest checkpoint's weights, tokenizer, GPTConfig) of a run; a plain
+    GPT even for a LoRA fine-tune (its adapters merged into the kernels)."""
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(
             f"no run directory '{run_dir}': give a directory written by train.py (runs/NAME)")
@@ -48,9 +50,27 @@ def load_run(run_dir):
     config = GPTConfig.load(config_path)
     tokenizer = load_tokenizer(os.path.join(run_dir, TOKENIZER))
     model = build_gpt(config)
+    rank = lora_rank(run_dir)
+    if rank:  # the checkpoint holds the frozen base weights and the adapters beside them
+        from tfllm.lora import enable_lora
+
+        enable_lora(model, rank)
     restored = restore_latest(tf.train.Checkpoint(model=model),
                               os.path.join(run_dir, CHECKPOINTS), partial=True)
     if restored is None:
         raise FileNotFoundError(
             f"'{run_dir}' has no checkpoint: train it first (train.py --name ...)")
+    if rank:
+        from tfllm.lora import merged_gpt
+
+        model = merged_gpt(model, config)
     return model, tokenizer, config
+
+
+def lora_rank(run_dir):
+    """The LoRA rank a run trained with (train_config.json's lora_rank; 0: none)."""
+    path = os.path.join(run_dir, TRAIN_CONFIG)
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return int(json.load(f).get("lora_rank") or 0)

@@ -1,0 +1,450 @@
+"""Supervised fine-tuning: a train.py run taught to answer in the chat format.
+
+    train.py --task sft --init runs/tiny --data chat.jsonl [--val val.jsonl] [--lora-rank 8]
+
+The model learns the assistant's tokens and their `<|end|>` only (tfllm.data.sft puts the
+mask in the targets). Training rows are packed conversations; validation scores each
+held-out conversation alone. The run directory has the layout of a pretraining run
+(run_dir.py), so load_run, evaluate.py and export read it unchanged, plus
+`sft_report.json`: the assistant-token validation loss and the rate of replies that end
+with `<|end|>` within `max_new_tokens`, for the base model and the fine-tuned one.
+
+`evaluate_sft` (a model) and `compare_runs` (two run directories) compute those numbers
+on any conversations file, outside training too.
+
+Everything that can fail on bad input (the --init run, every JSONL line, an existing run
+directory to resume) is checked before the first file is written.
+"""
+
+import dataclasses
+import filecmp
+import json
+import os
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfllm.chat_format import END_TOKEN, ChatTokens, render_ids, trim_to_fit
+from tfllm.data.sft import (conversation_rows, encode_conversations, pack_rows,
+                            read_conversations, sft_dataset, split_conversations)
+from tfllm.generation import decode, left_pad
+from tfllm.lora import enable_lora, merged_gpt
+from tfllm.models import build_gpt
+from tfllm.training import run_dir as rd
+from tfllm.training.checkpoints import Checkpoints
+from tfllm.training.logs import plot_losses
+from tfllm.training.loop import Trainer
+from tfllm.training.optimizer import build_optimizer
+from tfllm.training.pretrain import (POLICIES, RunLogs, check_batch, check_resumable,
+                                     inference_copy, train_loop)
+from tfllm.training.strategy import is_chief, resolve_strategy
+
+REPORT = "sft_report.json"
+MAX_NEW_TOKENS = 64  # the reply length limit of the end-of-turn rate
+SAMPLE_COUNT = 5     # held-out conversations written to samples.txt and the report
+
+
+# --- evaluation: usable on any model and conversations --------------------------------
+
+
+def assistant_loss(model, inputs, targets, pad_id, batch_size=32, jit_compile=False):
+    """(mean cross-entropy in nats, count) over the targets that are not `pad_id`: with
+    SFT rows, the assistant's tokens and their end-of-turn."""
+
+    @tf.function(jit_compile=jit_compile)
+    def sums(x, y):
+        logits = tf.cast(model(x, training=False), tf.float32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+        real = tf.not_equal(y, pad_id)
+        # `where`: a row of padding alone has NaN logits (no key to attend to).
+        return tf.reduce_sum(tf.where(real, losses, 0.0)), tf.reduce_sum(tf.cast(real, tf.int32))
+
+    total, count = 0.0, 0
+    for start in range(0, len(inputs), batch_size):
+        x, y = _full_batch(inputs[start:start + batch_size], batch_size, pad_id), \
+            _full_batch(targets[start:start + batch_size], batch_size, pad_id)
+        loss_sum, n = sums(tf.constant(x), tf.constant(y))
+        total += float(loss_sum)
+        count += int(n)
+    return total / max(count, 1), count
+
+
+def _full_batch(rows, batch_size, pad_id):
+    # Padding rows keep one batch shape, so the function compiles once.
+    filler = np.full((batch_size - len(rows), rows.shape[1]), pad_id, rows.dtype)
+    return np.concatenate([rows, filler])
+
+
+def reply_prompts(tokenizer, conversations, budget, tokens=None):
+    """For each conversation, (prompt ids, the reference reply): the messages before its
+    last assistant turn, oldest turns dropped to fit `budget`, ending in `<|assistant|>`.
+    A conversation whose last message before the reply alone exceeds `budget` gets None."""
+    tokens = tokens or ChatTokens(tokenizer)
+    found = []
+    for messages in conversations:
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        history = messages[:last]
+        try:
+            kept = trim_to_fit(tokenizer, history, budget, tokens) if history else []
+        except ValueError:
+            found.append((None, messages[last]["content"]))
+            continue
+        ids = render_ids(tokenizer, kept, add_reply_prompt=True, tokens=tokens)[0]
+        found.append((ids.tolist(), messages[last]["content"]))
+    return found
+
+
+def generate_replies(model, prompts, max_new_tokens, *, context_length, pad_id, stop_id,
+                     batch_size=32, jit_compile=False):
+    """Greedy replies `(n, max_new_tokens)` to prompt id lists, `pad_id` after `stop_id`."""
+    width = max(len(p) for p in prompts)
+    batch_size = min(batch_size, len(prompts))
+    run = tf.function(lambda prompt: decode(
+        model, prompt, max_new_tokens, context_length=context_length, stop_ids=[stop_id],
+        pad_id=pad_id), jit_compile=jit_compile)
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        filled = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compile
+        prompt = left_pad(tf.ragged.constant(filled, dtype=tf.int32), pad_id, width)
+        replies.append(run(prompt).numpy()[:len(chunk)])
+    return np.concatenate(replies)
+
+
+def evaluate_sft(model, tokenizer, conversations, *, context_length, seq_len=None,
+                 max_new_tokens=MAX_NEW_TOKENS, batch_size=32, samples=SAMPLE_COUNT,
+                 jit_compile=False):
+    """How well `model` answers held-out `conversations` (lists of messages).
+
+    Returns a dict:
+        val_loss, val_tokens: mean cross-entropy (nats) over the assistant tokens and their
+            end-of-turn, each conversation scored alone (cut to `seq_len` + 1 tokens,
+            default the context, as training cuts them);
+        end_rate, ended, replies: the share of greedy replies to the prompt before each
+            conversation's last assistant turn that end with `<|end|>` within
+            `max_new_tokens` (capped at half the context);
+        samples: the first `samples` (prompt, reference, reply, ended) for reading.
+
+    jit_compile: XLA for the loss and the decoding loop; off by default, since compiling
+    costs more than it saves on a few hundred conversations of a small model.
+    """
+    tokens = ChatTokens(tokenizer)
+    seq_len = seq_len or context_length
+    examples, stats = encode_conversations(tokenizer, conversations, seq_len + 1, tokens)
+    if not examples:
+        raise ValueError(f"none of the {len(conversations)} conversations has an assistant "
+                         f"token within {seq_len} tokens: use a longer sequence length")
+    inputs, targets = conversation_rows(examples, tokenizer.pad_id)
+    val_loss, val_tokens = assistant_loss(model, inputs, targets, tokenizer.pad_id, batch_size,
+                                          jit_compile)
+
+    max_new_tokens = max(1, min(int(max_new_tokens), context_length // 2))
+    prompts = reply_prompts(tokenizer, conversations, context_length - max_new_tokens, tokens)
+    usable = [(p, ref) for p, ref in prompts if p is not None]
+    ended, shown = 0, []
+    if usable:
+        replies = generate_replies(model, [p for p, _ in usable], max_new_tokens,
+                                   context_length=context_length, pad_id=tokenizer.pad_id,
+                                   stop_id=tokens.end_id, batch_size=batch_size,
+                                   jit_compile=jit_compile)
+        for (prompt, reference), row in zip(usable, replies):
+            stop = np.flatnonzero(row == tokens.end_id)
+            ended += bool(len(stop))
+            if len(shown) < samples:
+                reply = row[:stop[0]] if len(stop) else row
+                shown.append({"prompt": tokenizer.decode(prompt), "reference": reference,
+                              "reply": tokenizer.decode(reply.tolist()),
+                              "ended": bool(len(stop))})
+    return {"val_loss": val_loss, "val_tokens": val_tokens,
+            "end_rate": ended / max(len(usable), 1), "ended": ended, "replies": len(usable),
+            "prompts_too_long": len(prompts) - len(usable), "max_new_tokens": max_new_tokens,
+            "conversations": len(conversations), "truncated": stats["truncated"],
+            "left_out": stats["left_out"], "samples": shown}
+
+
+def compare_runs(base_run, sft_run, data, max_new_tokens=MAX_NEW_TOKENS, seq_len=None):
+    """{"base": evaluate_sft(...), "sft": evaluate_sft(...)} of two run directories on the
+    conversations of the JSONL file `data` (e.g. a held-out split)."""
+    from tfllm.training.run_dir import load_run
+
+    conversations = read_conversations(data, flag="data")
+    results = {}
+    for key, run in (("base", base_run), ("sft", sft_run)):
+        model, tokenizer, config = load_run(run)
+        results[key] = evaluate_sft(model, tokenizer, conversations,
+                                    context_length=config.context_length, seq_len=seq_len,
+                                    max_new_tokens=max_new_tokens)
+    return results
+
+
+def summary(base, tuned):
+    """Two lines comparing the base model's evaluation with the fine-tuned one's."""
+    return (f"assistant-token validation loss: base {base['val_loss']:.4f} -> SFT "
+            f"{tuned['val_loss']:.4f} nats/token ({tuned['val_tokens']} tokens)\n"
+            f"replies ending with {END_TOKEN} within {tuned['max_new_tokens']} tokens: base "
+            f"{base['end_rate']:.1%} -> SFT {tuned['end_rate']:.1%} "
+            f"(of {tuned['replies']} held-out conversations)")
+
+
+# --- the --init run ----------------------------------------------------------------------
+
+
+def load_init(path):
+    """(plain GPT, tokenizer, GPTConfig) of the run an SFT starts from."""
+    from tfllm.training.run_dir import load_run
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--init '{path}' is not a directory: give a train.py run "
+                                "directory (runs/NAME)")
+    if not os.path.isfile(os.path.join(path, rd.TOKENIZER, "tokenizer.json")):
+        if os.path.isfile(os.path.join(path, "config.json")):
+            raise ValueError(f"--init '{path}' looks like a GPT-2 checkpoint, which cannot "
+                             "start an SFT (its tokenizer has no chat markers): start from a "
+                             "train.py run directory (runs/NAME)")
+        raise FileNotFoundError(f"--init '{path}' is not a train.py run directory (no "
+                                f"{rd.TOKENIZER}/tokenizer.json): point it at runs/NAME")
+    model, tokenizer, config = load_run(path)
+    try:
+        ChatTokens(tokenizer)
+    except ValueError:
+        raise ValueError(f"the tokenizer of --init '{path}' has no chat markers "
+                         "(<|system|>, <|user|>, <|assistant|>, <|end|>): start from a run "
+                         "whose tokenizer train.py trained") from None
+    return model, tokenizer, config
+
+
+def sft_config(init_config, options):
+    """The --init run's config; --dropout may change, the context may not."""
+    overrides = dict(options.overrides)
+    context = overrides.pop("context_length", None)
+    if context is not None and context != init_config.context_length:
+        raise ValueError(f"--context-length {context}: a fine-tune keeps the --init model's "
+                         f"context of {init_config.context_length}; use --seq-len to train "
+                         "on shorter rows")
+    config = dataclasses.replace(init_config, **overrides)
+    seq_len = options.seq_len or config.context_length
+    if seq_len > config.context_length:
+        raise ValueError(f"--seq-len {seq_len} is above the model's context of "
+                         f"{config.context_length}: lower --seq-len")
+    return config, seq_len
+
+
+def check_resumable_sft(run_dir, tokenizer, config, options):
+    """An existing run directory resumes only if it is an SFT run of the same shape,
+    tokenizer and LoRA rank."""
+    if not os.path.exists(run_dir):
+        return
+    train_config = os.path.join(run_dir, rd.TRAIN_CONFIG)
+    if os.path.exists(train_config):
+        with open(train_config, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved.get("task", "lm") != "sft":
+            raise ValueError(f"'{run_dir}' holds a {saved.get('task', 'lm')} run, not an SFT "
+                             "run: pick another --name")
+        if int(saved.get("lora_rank") or 0) != options.lora_rank:
+            raise ValueError(f"'{run_dir}' holds an SFT run with --lora-rank "
+                             f"{saved.get('lora_rank') or 0}: resume it with that rank, or "
+                             "pick another --name")
+    saved_tokenizer = os.path.join(run_dir, rd.TOKENIZER)
+    if os.path.exists(os.path.join(saved_tokenizer, "tokenizer.json")):
+        with tempfile.TemporaryDirectory() as fresh:
+            tokenizer.save(fresh)
+            names = sorted(os.listdir(fresh))
+            _, differ, unreadable = filecmp.cmpfiles(saved_tokenizer, fresh, names,
+                                                     shallow=False)
+            same = sorted(os.listdir(saved_tokenizer)) == names and not differ + unreadable
+        if not same:
+            raise ValueError(f"'{run_dir}' holds an SFT run whose tokenizer differs from "
+                             f"--init '{options.init}': pick another --name or delete "
+                             "that directory")
+    check_resumable(run_dir, config)
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def read_sft_data(options):
+    """(training conversations, validation conversations, where validation came from):
+    --val, or a seeded share of --data held out."""
+    conversations = read_conversations(options.data)
+    if options.val:
+        return conversations, read_conversations(options.val, flag="--val"), options.val
+    train, val = split_conversations(conversations, options.val_fraction)
+    return train, val, f"{options.val_fraction:.0%} of --data held out"
+
+
+def training_rows(tokenizer, conversations, seq_len, seed, tokens):
+    """Packed training rows of the conversations in a seeded order, and the cut stats."""
+    examples, stats = encode_conversations(tokenizer, conversations, seq_len + 1, tokens)
+    if not examples:
+        raise ValueError(f"no training conversation has an assistant token within --seq-len "
+                         f"{seq_len} tokens: raise --seq-len or shorten the prompts")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    inputs, targets = pack_rows([examples[i] for i in order], seq_len, tokenizer.pad_id)
+    return inputs, targets, stats
+
+
+def build_sft_model(config, options, strategy, init_weights):
+    """The GPT (init weights, LoRA adapters if asked) and its optimizer, in the strategy's
+    scope and under the precision's dtype policy."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[options.precision])
+    try:
+        with strategy.scope():
+            model = build_gpt(config)
+            model.set_weights(init_weights)
+            if options.lora_rank:
+                enable_lora(model, options.lora_rank)
+            optimizer = build_optimizer(
+                model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
+                clip_norm=options.clip_norm, precision=options.precision)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    return model, optimizer
+
+
+def sft_datasets(tokenizer, train_conversations, val_conversations, seq_len, options, tokens,
+                 val_source, log=print):
+    """(training dataset of packed rows, validation dataset of one conversation per row,
+    the training rows' stats), with what was cut logged."""
+    t0 = time.time()
+    train_x, train_y, stats = training_rows(
+        tokenizer, train_conversations, seq_len, options.seed, tokens)
+    val_examples, val_stats = encode_conversations(tokenizer, val_conversations, seq_len + 1,
+                                                   tokens)
+    if not val_examples:
+        raise ValueError(f"no validation conversation has an assistant token within "
+                         f"--seq-len {seq_len} tokens: raise --seq-len")
+    val_x, val_y = conversation_rows(val_examples, tokenizer.pad_id)
+    learned = int((train_y != tokenizer.pad_id).sum())
+    log(f"data: {len(train_conversations)} training conversations packed into "
+        f"{len(train_x)} rows of {seq_len} tokens "
+        f"({np.mean(train_x != tokenizer.pad_id):.0%} filled, {learned:,} learned tokens)"
+        f"{_cut_note(stats, seq_len)}; {len(val_conversations)} validation "
+        f"conversations ({val_source}){_cut_note(val_stats, seq_len)} "
+        f"[{time.time() - t0:.1f}s]")
+    rows = {"conversations": len(train_conversations), "rows": len(train_x),
+            "learned_tokens": learned, "truncated": stats["truncated"],
+            "left_out": stats["left_out"]}
+    return (sft_dataset(train_x, train_y, options.batch_size, seed=options.seed),
+            sft_dataset(val_x, val_y, options.batch_size, training=False), rows)
+
+
+def _cut_note(stats, seq_len):
+    if not stats["truncated"]:
+        return ""
+    note = (f"; {stats['truncated']} longer than {seq_len + 1} tokens cut (whole turns "
+            "kept from the start)")
+    if stats["left_out"]:
+        note += f", {stats['left_out']} left out (no reply within the limit)"
+    return note
+
+
+def train_sft(options, log=print):
+    """Fine-tune `options.init` on `options.data`; returns a dict of the final numbers
+    (`report`: what sft_report.json holds)."""
+    strategy = resolve_strategy(options.strategy)
+    # Seeding clears TensorFlow's kernel caches, which drops the SentencePiece op's
+    # resource: it must come before any tokenizer is loaded.
+    keras.utils.set_random_seed(options.seed)
+    train_conversations, val_conversations, val_source = read_sft_data(options)
+    init_model, tokenizer, init_config = load_init(options.init)
+    config, seq_len = sft_config(init_config, options)
+    tokens = ChatTokens(tokenizer)
+    run_dir = os.path.join(options.runs_dir, options.name)
+    check_batch(options, strategy.num_replicas_in_sync)
+    if options.lora_rank and options.lora_rank > min(config.embed_dim, config.intermediate_dim):
+        raise ValueError(f"--lora-rank {options.lora_rank} is above the model width "
+                         f"{config.embed_dim}: use a smaller rank")
+    check_resumable_sft(run_dir, tokenizer, config, options)
+    chief = is_chief(strategy)
+
+    train_ds, val_ds, train_rows = sft_datasets(
+        tokenizer, train_conversations, val_conversations, seq_len, options, tokens,
+        val_source, log)
+
+    base = evaluate_sft(init_model, tokenizer, val_conversations,
+                        context_length=config.context_length, seq_len=seq_len,
+                        batch_size=options.batch_size)
+    log(f"base model ({options.init}): assistant-token val loss {base['val_loss']:.4f}, "
+        f"{base['end_rate']:.0%} of replies end with {END_TOKEN} within "
+        f"{base['max_new_tokens']} tokens")
+
+    if chief:
+        os.makedirs(run_dir, exist_ok=True)
+        config.save(os.path.join(run_dir, rd.CONFIG))
+        rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
+        tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
+
+    model, optimizer = build_sft_model(config, options, strategy, init_model.get_weights())
+    trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
+                      jit_compile=options.xla, grad_accum=options.grad_accum)
+    checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
+                              keep=options.keep_checkpoints, chief=chief)
+    restored = checkpoints.restore(warn=_warn)
+    if restored:
+        log(f"resumed from {restored} at step {int(checkpoints.step)}")
+    trained = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    log(f"model: {config.num_layers} layers x {config.embed_dim} wide, context "
+        f"{config.context_length}; training {trained:,} of {model.count_params():,} "
+        "parameters" + (f" (LoRA rank {options.lora_rank} adapters)" if options.lora_rank
+                        else ""))
+
+    logs = RunLogs(run_dir, int(checkpoints.step)) if chief else None
+    try:
+        losses = train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log)
+    finally:
+        if logs:
+            logs.close()
+
+    final = merged_gpt(model, config) if options.lora_rank else \
+        inference_copy(model, config, options, strategy)
+    tuned = evaluate_sft(final, tokenizer, val_conversations,
+                         context_length=config.context_length, seq_len=seq_len,
+                         batch_size=options.batch_size)
+    log(summary(base, tuned))
+    report = {"init": options.init, "data": options.data, "validation": val_source,
+              "steps": int(checkpoints.step), "lora_rank": options.lora_rank,
+              "seq_len": seq_len, "base": base, "sft": tuned,
+              "train": train_rows}
+    result = {"run_dir": run_dir, "val_loss": tuned["val_loss"], "base_val_loss":
+              base["val_loss"], "steps": int(checkpoints.step), "train_losses": losses,
+              "report": report}
+    if not chief:
+        return result
+
+    rd.write_json(os.path.join(run_dir, REPORT), report)
+    log(f"report: {os.path.join(run_dir, REPORT)}")
+    plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+                title=f"{options.name}: SFT of {os.path.basename(options.init)}")
+    write_samples(tuned["samples"], base["samples"], os.path.join(run_dir, rd.SAMPLES))
+    if options.export:
+        from tfllm.export import export_model
+
+        result["saved_model"] = export_model(
+            final, tokenizer, config, os.path.join(options.export_dir, options.name),
+            train_options=dataclasses.asdict(options))
+        log(f"exported SavedModel: {result['saved_model']}")
+    return result
+
+
+def write_samples(tuned, base, path):
+    """The first held-out prompts with the reference, the base and the tuned reply."""
+    lines = []
+    for t, b in zip(tuned, base):
+        lines += [f"### prompt: {t['prompt']!r}", f"--- reference: {t['reference']}",
+                  f"--- base model{'' if b['ended'] else ' (no end-of-turn)'}: {b['reply']}",
+                  f"--- fine-tuned{'' if t['ended'] else ' (no end-of-turn)'}: {t['reply']}",
+                  ""]
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    os.replace(tmp, path)
+
+
+def _warn(message):
+    print(f"warning: {message}", file=sys.stderr, flush=True)
