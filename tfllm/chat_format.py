@@ -12,12 +12,22 @@ To ask for a reply, the rendering ends with `<|assistant|>`, and generation stop
 `<|end|>`. In training, the model learns the assistant's tokens and its `<|end|>` only.
 """
 
+import re
+
 import numpy as np
 import tensorflow as tf
 
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 END_TOKEN = "<|end|>"
+# Marker text typed inside a message ("<|end|>") would tokenize to the marker itself with
+# SentencePiece (they are user-defined symbols); it becomes "<end>" so that no message
+# can open or close a turn.
+_MARKER_TEXT = r"<\|(system|user|assistant|end)\|>"
+
+
+def defuse_markers(text):
+    return re.sub(_MARKER_TEXT, r"<\1>", text)
 
 
 class ChatTokens:
@@ -74,7 +84,7 @@ def render_ids(tokenizer, messages, add_reply_prompt=False, tokens=None):
     add_reply_prompt: end with `<|assistant|>`, ready for the model to write a reply.
     """
     tokens = tokens or ChatTokens(tokenizer)
-    contents = [m["content"] for m in messages]
+    contents = [defuse_markers(m["content"]) for m in messages]
     content_ids = tokenizer.tokenize(tf.constant(contents, tf.string)).to_list() \
         if contents else []
     ids, learned = [tokens.start_id], [False]
@@ -123,7 +133,7 @@ def render_prompt(tokenizer, tokens, roles, contents, budget):
     role_ids = tf.where(
         roles == "system", tokens.role_ids["system"],
         tf.where(roles == "user", tokens.role_ids["user"], tokens.assistant_id))
-    body = tokenizer.tokenize(contents)
+    body = tokenizer.tokenize(tf.strings.regex_replace(contents, _MARKER_TEXT, r"<\1>"))
     count = tf.shape(roles, out_type=tf.int64)[0]
     turns = tf.concat([tf.RaggedTensor.from_tensor(role_ids[:, None]), body,
                        tf.RaggedTensor.from_tensor(tf.fill([count, 1], tokens.end_id))], axis=1)
