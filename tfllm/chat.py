@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--system", default="", help="system prompt that opens the conversation")
     p.add_argument("--prompt", default=None,
                    help="one-shot: answer this message, print the reply and exit")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="longest reply, in tokens")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest reply, in tokens (default: 128, at most half the context)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest; 0: all")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
@@ -93,6 +94,8 @@ class SavedModelChat:
 
         self.tf = tf
         self.loaded = tf.saved_model.load(path)
+        with open(os.path.join(path, "assets.extra", "tfllm.json"), encoding="utf-8") as f:
+            self.context_length = json.load(f)["config"]["context_length"]
         if "chat" not in self.loaded.signatures:
             raise ValueError(f"'{path}' has no chat signature: export a model whose "
                              "tokenizer has the chat tokens (train.py --task sft)")
@@ -133,6 +136,17 @@ def ctrl_c_noted():
         yield stopped
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def reply_length(asked, context_length):
+    """`asked` (None: 128, at most half the context), checked to leave room for a prompt."""
+    if asked is None:
+        return min(128, context_length // 2)
+    if asked > context_length - 8:
+        raise ValueError(f"--max-new-tokens {asked} leaves no room for the conversation in "
+                         f"the model's context of {context_length}: use at most "
+                         f"{context_length // 2} or so")
+    return asked
 
 
 def model_kind(path):
@@ -208,16 +222,19 @@ def main(argv=None):
     args = parse_args(argv)
 
     def run():
-        from tfllm.generation import check_generation_args
-
-        check_generation_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
         if args.prompt is not None and not args.prompt.strip():
             raise ValueError("--prompt is empty: give the message to answer")
         kind = model_kind(args.model)
-        import_tensorflow_quietly()
+        import_tensorflow_quietly()  # before tfllm.generation imports TensorFlow
+        from tfllm.generation import check_generation_args
+
+        asked = 1 if args.max_new_tokens is None else args.max_new_tokens
+        check_generation_args(asked, args.temperature, args.top_k, args.top_p)
         # TF's C++ side logs notices on its first ops (oneDNN); keep them off the chat.
         with quiet_stderr():
             chat = kind(args.model)
+        args.max_new_tokens = reply_length(args.max_new_tokens, chat.context_length)
+        with quiet_stderr():
             chat.warm_up(args.max_new_tokens)
         session = Session(chat, args)
         if args.prompt is not None:

@@ -197,7 +197,8 @@ def test_one_shot_prompt_for_scripts_and_bad_input(trained_run, engine, tmp_path
     assert saved.stdout == result.stdout
     for args, message in [((tmp_path,), "neither a run directory"),
                           ((trained_run[1], "--top-p", "0"), "top_p must be in (0, 1]"),
-                          ((trained_run[1], "--prompt", " "), "--prompt is empty")]:
+                          ((trained_run[1], "--prompt", " "), "--prompt is empty"),
+                          ((trained_run[2], "--max-new-tokens", "60"), "leaves no room")]:
         bad = subprocess.run([sys.executable, "-m", "tfllm.chat", *map(str, args)],
                              capture_output=True, text=True, cwd=ROOT, timeout=300,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
