@@ -3,8 +3,10 @@
 
     python evaluate.py runs/tiny
     python evaluate.py saved_models/tiny/1 --data held_out.txt --prompt "The" --prompt "A list"
+    python evaluate.py runs/sst2 --data test.tsv        # a classifier: label<TAB>text
 
-Prints a table and writes report.json (next to the run, or in --out).
+Prints a table and writes report.json (next to the run, or in --out); for a classifier
+also report.md and confusion.png.
 """
 
 import argparse
@@ -21,7 +23,8 @@ def parse_args(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="runs/NAME (train.py run) or saved_models/NAME/VERSION")
     p.add_argument("--data", default="", help="text file(s), directory or glob to score whole; "
-                   "default: the run's own validation split")
+                   "a classifier: one labelled file (label<TAB>text, CSV, JSONL); default: "
+                   "the run's own validation split")
     p.add_argument("--prompt", action="append", default=[],
                    help="prompt to continue (repeat the flag for several)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt")
@@ -40,6 +43,10 @@ def main(argv=None):
 
 def evaluate(args):
     import_tensorflow_quietly()
+    from tfllm.classification_report import is_classifier
+
+    if is_classifier(args.model):
+        return evaluate_classifier(args)
     from tfllm.evaluation import (format_table, heldout_texts, load_for_evaluation,
                                   score_texts, write_report)
     from tfllm.generation import check_generation_args
@@ -64,6 +71,19 @@ def evaluate(args):
     path = write_report(report, args.out or ("." if is_saved_model else args.model))
     print(format_table(report))
     print(f"report: {path}")
+
+
+def evaluate_classifier(args):
+    """A classifier: accuracy, per-class precision/recall/F1, macro/weighted F1, the
+    confusion matrix and the most confident mistakes on a labelled file."""
+    from tfllm.classification_report import evaluate_classifier as run, format_table
+
+    if args.prompt:
+        raise ValueError(f"'{args.model}' is a classifier: --prompt applies to language "
+                         "models only, drop it")
+    report, paths = run(args.model, args.data, args.out, args.batch_size)
+    print(format_table(report))
+    print(f"report: {paths['json']} ({paths['md']}, {paths['png']})")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ def parse_args(argv=None):
     p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls", "last"],
                    help="classify: mean of the tokens, a class token, or the last token "
                    "(a GPT from --init)")
+    p.add_argument("--token-dropout", type=float, default=d.token_dropout,
+                   help="classify: drop this share of each text's tokens while training "
+                   "(word dropout)")
+    p.add_argument("--patience", type=int, default=d.patience, help="classify: stop after "
+                   "this many evaluations without a better validation accuracy; 0: off")
     p.add_argument("--class-weights", action="store_true",
                    help="classify: weigh each class by its inverse frequency in --data")
     p.add_argument("--text-column", default=d.text_column,
@@ -113,7 +118,8 @@ def options_from(args):
         overrides["tie_embeddings"] = False
     return TrainOptions(
         task=args.task, val=args.val, lora_rank=args.lora_rank, pooling=args.pooling,
-        class_weights=args.class_weights, text_column=args.text_column,
+        class_weights=args.class_weights, token_dropout=args.token_dropout,
+        patience=args.patience, text_column=args.text_column,
         label_column=args.label_column, data=args.data, preset=args.preset, init=args.init, overrides=overrides,
         tokenizer=args.tokenizer,
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,

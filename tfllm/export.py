@@ -417,6 +417,12 @@ def export_run(run_dir, output_dir="saved_models", name=None, version=None):
     """Export the latest checkpoint of a train.py run directory."""
     from tfllm.training.run_dir import CHECKPOINTS, CONFIG, TRAIN_CONFIG, load_run
 
+    from tfllm.training.classify import is_classifier_run
+
+    if is_classifier_run(run_dir):
+        from tfllm import classification_export
+
+        return classification_export.export_run(run_dir, output_dir, name, version)
     name = name or os.path.basename(os.path.normpath(run_dir))
     version_path(os.path.join(output_dir, name), version)  # refuse before the slow part
     if (os.path.exists(os.path.join(run_dir, CONFIG))

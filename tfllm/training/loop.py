@@ -1,9 +1,10 @@
 """The train loop: one custom step under `strategy.run`, for every tf.distribute strategy.
 
 Each replica takes its share of the global batch (in `grad_accum` micro-batches), and
-its loss is divided by the global count of real target tokens (padding excluded), so the
-summed gradient is that of the mean loss over the whole global batch, whatever the number
-of replicas or micro-batches. Gradients are all-reduced once, then clipped by their
+its loss is divided by the global count of what the loss averages over (real target
+tokens for a language model, padding excluded; examples, or their class weights, for a
+classifier), so the summed gradient is that of the mean loss over the whole global batch,
+whatever the number of replicas or micro-batches. Gradients are all-reduced once, then clipped by their
 global norm and applied by the optimizer (which must not all-reduce again:
 `tfllm.training.optimizer.AdamW`).
 
@@ -27,6 +28,24 @@ def token_losses(logits, targets, pad_id):
             tf.reduce_sum(tf.cast(real, tf.float32)))
 
 
+class TokenLoss:
+    """The language-model loss: mean cross-entropy over real (non-pad) target tokens.
+
+    The train loop takes any loss object with this shape: `count(targets)`, the weight a
+    batch adds to the mean, computed from the targets alone (the loop needs the global
+    count before the forward pass), and `__call__(outputs, targets) -> (loss_sum, count)`.
+    """
+
+    def __init__(self, pad_id=0):
+        self.pad_id = pad_id
+
+    def count(self, targets):
+        return tf.reduce_sum(tf.cast(tf.not_equal(targets, self.pad_id), tf.float32))
+
+    def __call__(self, logits, targets):
+        return token_losses(logits, targets, self.pad_id)
+
+
 def strategy_kind(strategy):
     """'default' (one device), 'replicas' (Mirrored, MultiWorker) or 'tpu'."""
     if isinstance(strategy, tf.distribute.TPUStrategy):
@@ -44,14 +63,16 @@ class Trainer:
     Args:
         grad_accum: split each replica's batch into this many micro-batches and sum
             their gradients before the one update (same update, less activation memory).
+        loss: the loss object (see `TokenLoss`); default: `TokenLoss(pad_id)`.
     """
 
     def __init__(self, model, optimizer, strategy, pad_id=0, jit_compile=False,
-                 grad_accum=1):
+                 grad_accum=1, loss=None):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.pad_id = pad_id
+        self.loss = loss or TokenLoss(pad_id)
         self.grad_accum = int(grad_accum)
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
         with strategy.scope():
@@ -86,8 +107,8 @@ class Trainer:
 
         def micro_step(x, y):
             with tf.GradientTape() as tape:
-                logits = self.model(x, training=True)
-                loss_sum, _ = token_losses(logits, y, self.pad_id)
+                outputs = self.model(x, training=True)
+                loss_sum, _ = self.loss(outputs, y)
                 loss = loss_sum / global_count
                 if self.loss_scaled:
                     loss = self.optimizer.scale_loss(loss)
@@ -100,8 +121,11 @@ class Trainer:
         if self.grad_accum == 1:
             return micro_step(inputs, targets)
         k = self.grad_accum
-        xs = tf.reshape(inputs, [k, -1, tf.shape(inputs)[1]])   # (k, micro, seq)
-        ys = tf.reshape(targets, [k, -1, tf.shape(targets)[1]])
+
+        def split(t):  # (batch, ...) -> (k, micro, ...): token (batch, seq) or label (batch,)
+            return tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], axis=0))
+
+        xs, ys = split(inputs), split(targets)
 
         def body(i, loss_total, grads_total):
             loss_sum, grads = micro_step(xs[i], ys[i])
@@ -114,7 +138,7 @@ class Trainer:
 
     def _replica_train(self, inputs, targets):
         context = tf.distribute.get_replica_context()
-        count = tf.reduce_sum(tf.cast(tf.not_equal(targets, self.pad_id), tf.float32))
+        count = self.loss.count(targets)
         global_count = tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, count), 1.0)
         loss_sum, grads = self._gradients(inputs, targets, global_count)
         # The global gradient on every replica: clipping and the update see the same one.
@@ -126,8 +150,7 @@ class Trainer:
         return loss_sum, count, grad_norm
 
     def _replica_eval_fn(self, inputs, targets):
-        logits = self.model(inputs, training=False)
-        return token_losses(logits, targets, self.pad_id)
+        return self.loss(self.model(inputs, training=False), targets)
 
     # -- whole steps ------------------------------------------------------------------
 
@@ -145,11 +168,13 @@ class Trainer:
 
     def train_step(self, distributed_batch):
         """One optimizer step; returns tensors (mean loss over real tokens, their count,
-        gradient global norm before clipping). Reading them waits for the step."""
+        gradient global norm before clipping); for another loss, its mean and count.
+        Reading them waits for the step."""
         return self._train_step(distributed_batch)
 
     def evaluate(self, dataset, max_batches=None):
-        """Mean loss over all real target tokens of `dataset`, and their count."""
+        """Mean loss over all real target tokens of `dataset` (or what the loss
+        counts), and their count."""
         total, tokens = 0.0, 0
         for i, batch in enumerate(self.distribute(dataset)):
             if max_batches is not None and i >= max_batches:

@@ -22,6 +22,8 @@ class TrainOptions:
     lora_rank: int = 0                  # > 0: train LoRA adapters of this rank only
     pooling: str = "mean"               # classify: mean, cls (class token) or last (GPT)
     class_weights: bool = False         # classify: weigh classes by inverse frequency
+    token_dropout: float = 0.0          # classify: drop this share of tokens in training
+    patience: int = 0                   # classify: stop after N evaluations without gain
     text_column: str = "text"           # classify: CSV/JSONL column names
     label_column: str = "label"
     overrides: dict = dataclasses.field(default_factory=dict)  # GPTConfig fields
@@ -70,6 +72,10 @@ class TrainOptions:
             raise ValueError("--lora-rank applies to --task sft only: drop it")
         if self.task != "lm" and not self.data:
             raise ValueError(f"--task {self.task} needs --data FILE (no built-in default)")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError(f"--token-dropout must be in [0, 1), got {self.token_dropout}")
+        if self.patience < 0:
+            raise ValueError(f"--patience must be 0 (off) or positive, got {self.patience}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}: choose one of "
                              f"{', '.join(POOLINGS)}")

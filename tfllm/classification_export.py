@@ -1,0 +1,146 @@
+"""SavedModels of classifiers: raw texts in, class probabilities and label strings out,
+tokenizer and label vocabulary inside the graph.
+
+    serving_default  texts [batch] string -> probabilities [batch, classes] float32,
+                                             labels [batch] string (the most probable)
+
+The columns of `probabilities` follow the label vocabulary in
+`assets.extra/tfllm.json` ("labels"). Versions are written under
+`saved_models/<name>/<version>/` with tfllm.export's rules (hidden staging directory,
+atomic rename, never overwritten). Loading needs only `tensorflow` and
+`tensorflow_text` (its ops run the tokenizer).
+
+    python -m tfllm.classification_export RUN_DIR [--name NAME] [--version N]
+                                          [--output-dir saved_models]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+if __name__ == "__main__":  # run as a CLI: pick the backend before Keras loads
+    from tfllm.cli import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+
+import keras
+import tensorflow as tf
+
+from tfllm.data.classify import encode_texts
+from tfllm.export import (METADATA, WARMUP, _alive, _fsync_dir, _fsync_tree, _staging_dirs,
+                          version_path)
+
+SIGNATURES = ("serving_default",)
+
+
+def build_archive(model, tokenizer, labels, seq_len):
+    """A `keras.export.ExportArchive` whose `serving_default` classifies raw texts."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(tokenizer)
+    vocabulary = tf.constant(list(labels), tf.string)
+
+    def serving_default(texts):
+        ids = encode_texts(tokenizer, texts, seq_len)  # (batch, longest) right-padded
+        probabilities = tf.nn.softmax(tf.cast(model(ids, training=False), tf.float32))
+        best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"probabilities": probabilities, "labels": tf.gather(vocabulary, best)}
+
+    archive.add_endpoint("serving_default", tf.function(serving_default, jit_compile=False),
+                         [tf.TensorSpec([None], tf.string, name="texts")])
+    return archive
+
+
+def write_warmup(path, model_name):
+    """One `serving_default` request that TF Serving replays before serving."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=model_name, signature_name="serving_default"))
+    request.inputs["texts"].CopyFrom(tf.make_tensor_proto(["Warm-up text."], tf.string))
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request))
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(log.SerializeToString())
+
+
+def export_classifier(model, tokenizer, config, info, model_dir, version=None,
+                      train_options=None):
+    """Write a new version of the classifier under `model_dir`; returns its path."""
+    chosen = version
+    final, version = version_path(model_dir, version)
+    os.makedirs(model_dir, exist_ok=True)
+    for path, pid in _staging_dirs(model_dir):  # left by an export that was killed
+        if not _alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+    staging = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        build_archive(model, tokenizer, info.labels, info.seq_len).write_out(
+            staging, verbose=False)
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        write_warmup(os.path.join(staging, WARMUP),
+                     os.path.basename(os.path.normpath(model_dir)))
+        with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
+            json.dump({"format": "tfllm", "task": "classify", "labels": list(info.labels),
+                       "pooling": info.pooling, "causal": info.causal,
+                       "seq_len": info.seq_len, "config": config.to_dict(),
+                       "tokenizer": {"kind": tokenizer.kind,
+                                     "vocab_size": tokenizer.vocab_size,
+                                     "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id},
+                       "signatures": list(SIGNATURES),
+                       "train_options": train_options or {}}, f, indent=2, ensure_ascii=False)
+        _fsync_tree(staging)
+        while True:
+            try:
+                os.rename(staging, final)  # atomic; fails if `final` exists (non-empty)
+                break
+            except OSError:  # another export published this version meanwhile
+                if chosen is not None or not os.path.exists(final):
+                    raise ValueError(f"'{final}' already exists: versions are never "
+                                     "overwritten, pick another --version") from None
+                final, version = version_path(model_dir)
+        _fsync_dir(model_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def export_run(run_dir, output_dir="saved_models", name=None, version=None):
+    """Export the best weights of a classify run directory."""
+    from tfllm.training.classify import load_classifier
+    from tfllm.training.run_dir import TRAIN_CONFIG
+
+    name = name or os.path.basename(os.path.normpath(run_dir))
+    version_path(os.path.join(output_dir, name), version)  # refuse before the slow part
+    classifier = load_classifier(run_dir)
+    options = {}
+    if os.path.exists(os.path.join(run_dir, TRAIN_CONFIG)):
+        with open(os.path.join(run_dir, TRAIN_CONFIG), encoding="utf-8") as f:
+            options = json.load(f)
+    return export_classifier(classifier.model, classifier.tokenizer, classifier.config,
+                             classifier.info, os.path.join(output_dir, name), version,
+                             train_options=options)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m tfllm.classification_export",
+        description="Export a train.py --task classify run as a SavedModel version.")
+    parser.add_argument("run_dir", help="classify run directory (runs/NAME)")
+    parser.add_argument("--output-dir", default="saved_models",
+                        help="models directory TF Serving watches (default: saved_models)")
+    parser.add_argument("--name", help="model name (default: the run directory's name)")
+    parser.add_argument("--version", type=int,
+                        help="integer version (default: one more than the latest)")
+    args = parser.parse_args(argv)
+    from tfllm.cli import exit_code
+
+    return exit_code(lambda: print(export_run(args.run_dir, args.output_dir, args.name,
+                                              args.version)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Scoring a classifier: accuracy, per-class precision/recall/F1, macro and weighted F1,
+the confusion matrix (and its PNG), the most confident mistakes; report.json and
+report.md, each written atomically."""
+
+import json
+import os
+
+import numpy as np
+
+REPORT_JSON, REPORT_MD, CONFUSION_PNG = "report.json", "report.md", "confusion.png"
+
+
+def classification_metrics(y_true, y_pred, num_classes):
+    """Scores of integer predictions. A class never predicted has precision 0, one
+    absent from `y_true` recall 0 (scikit-learn's zero_division=0)."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    confusion = np.zeros((num_classes, num_classes), np.int64)  # rows: true, columns: predicted
+    np.add.at(confusion, (y_true, y_pred), 1)
+    hits = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return {
+        "accuracy": float(hits.sum() / max(len(y_true), 1)),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "weighted_f1": float((f1 * support).sum() / max(support.sum(), 1)),
+        "precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+        "support": support.tolist(), "confusion_matrix": confusion.tolist(),
+    }
+
+
+def confident_mistakes(examples, probabilities, labels, y_true, limit=10):
+    """The `limit` wrong predictions made with the highest probability, most confident
+    first: where the model is most sure and most wrong (often label noise)."""
+    predicted = probabilities.argmax(axis=-1)
+    wrong = np.flatnonzero(predicted != y_true)
+    order = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")]
+    return [{"source": examples[i].source, "text": examples[i].text,
+             "label": labels[y_true[i]], "predicted": labels[predicted[i]],
+             "confidence": float(probabilities[i, predicted[i]])} for i in order[:limit]]
+
+
+def build_report(model_path, data, examples, probabilities, labels, y_true, limit=10):
+    metrics = classification_metrics(y_true, probabilities.argmax(axis=-1), len(labels))
+    per_class = [{"label": label, "precision": metrics["precision"][k],
+                  "recall": metrics["recall"][k], "f1": metrics["f1"][k],
+                  "support": metrics["support"][k]} for k, label in enumerate(labels)]
+    return {
+        "task": "classify", "model": model_path, "data": data, "examples": len(y_true),
+        "labels": list(labels),
+        "metrics": {k: metrics[k] for k in ("accuracy", "macro_precision", "macro_recall",
+                                            "macro_f1", "weighted_f1")},
+        "per_class": per_class,
+        "confusion_matrix": metrics["confusion_matrix"],
+        "confusion_png": CONFUSION_PNG,
+        "mistakes": confident_mistakes(examples, probabilities, labels, y_true, limit),
+    }
+
+
+def format_markdown(report):
+    m = report["metrics"]
+    lines = ["# Classification report", "",
+             f"- model: `{report['model']}`", f"- data: `{report['data']}` "
+             f"({report['examples']:,} examples)", "",
+             "| metric | value |", "|---|---|"]
+    lines += [f"| {name.replace('_', ' ')} | {m[name]:.4f} |" for name in m]
+    lines += ["", "## Per class", "", "| label | precision | recall | F1 | support |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {_cell(c['label'])} | {c['precision']:.4f} | {c['recall']:.4f} | "
+              f"{c['f1']:.4f} | {c['support']} |" for c in report["per_class"]]
+    lines += ["", "## Confusion matrix (rows: true, columns: predicted)", "",
+              f"![confusion matrix]({report['confusion_png']})", "",
+              "| | " + " | ".join(_cell(label) for label in report["labels"]) + " |",
+              "|---" * (len(report["labels"]) + 1) + "|"]
+    lines += [f"| **{_cell(label)}** | " + " | ".join(str(n) for n in row) + " |"
+              for label, row in zip(report["labels"], report["confusion_matrix"])]
+    lines += ["", "## Most confident mistakes", "",
+              "| confidence | true | predicted | where | text |", "|---|---|---|---|---|"]
+    lines += [f"| {e['confidence']:.3f} | {_cell(e['label'])} | {_cell(e['predicted'])} | "
+              f"{_cell(e['source'])} | {_cell(_short(e['text']))} |" for e in report["mistakes"]]
+    return "\n".join(lines) + "\n"
+
+
+def format_table(report):
+    """The few lines evaluate.py prints."""
+    m = report["metrics"]
+    rows = [("model", report["model"]), ("data", f"{report['data']} "
+                                                 f"({report['examples']:,} examples)"),
+            ("accuracy", f"{m['accuracy']:.4f}"), ("macro F1", f"{m['macro_f1']:.4f}"),
+            ("weighted F1", f"{m['weighted_f1']:.4f}")]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    lines += [f"  {c['label']:<12} P {c['precision']:.3f}  R {c['recall']:.3f}  "
+              f"F1 {c['f1']:.3f}  n={c['support']}" for c in report["per_class"]]
+    return "\n".join(lines)
+
+
+def write_reports(report, out_dir):
+    """report.json, report.md and confusion.png in `out_dir`, each atomically; returns
+    the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    png = os.path.join(out_dir, CONFUSION_PNG)
+    plot_confusion(report["confusion_matrix"], report["labels"], png)
+    paths = {"json": os.path.join(out_dir, REPORT_JSON), "md": os.path.join(out_dir, REPORT_MD),
+             "png": png}
+    _write_atomic(paths["json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    _write_atomic(paths["md"], format_markdown(report))
+    return paths
+
+
+def plot_confusion(matrix, labels, path):
+    """The confusion matrix as a PNG heat map, each row normalised (recall), counts
+    written in the cells; written atomically."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with warnings.catch_warnings():  # labels in scripts the default font lacks (CJK)
+        warnings.filterwarnings("ignore", message="Glyph .* missing")
+        _plot_confusion(plt, matrix, labels, path)
+
+
+def _plot_confusion(plt, matrix, labels, path):
+    counts = np.asarray(matrix, np.float64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(labels)
+    size = max(4.0, 0.6 * n + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    names = [_short(str(label), 16) for label in labels]
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion matrix (colour: share of the true class)")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _short(text, limit=120):
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _write_atomic(path, text):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# --- evaluate.py's classifier path -------------------------------------------------------
+
+
+def is_classifier(path):
+    """Whether `path` is a classify run directory or a classifier SavedModel."""
+    metadata = os.path.join(path, "assets.extra", "tfllm.json")
+    if os.path.exists(os.path.join(path, "saved_model.pb")) and os.path.exists(metadata):
+        with open(metadata, encoding="utf-8") as f:
+            return json.load(f).get("task") == "classify"
+    return os.path.exists(os.path.join(path, "classifier.json"))
+
+
+class SavedClassifier:
+    """A classifier SavedModel, through its `serving_default` signature."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+
+        from tfllm.quiet import quiet_stderr
+
+        with quiet_stderr():  # TF Text's SentencePiece logs a line as the model loads
+            self._serve = tf.saved_model.load(path).signatures["serving_default"]
+        with open(os.path.join(path, "assets.extra", "tfllm.json"), encoding="utf-8") as f:
+            metadata = json.load(f)
+        self._tf = tf
+        self.labels = metadata["labels"]
+        self.train_options = metadata.get("train_options", {})
+
+    def predict_proba(self, texts, batch_size=64):
+        out = [self._serve(texts=self._tf.constant(texts[i:i + batch_size]))[
+            "probabilities"].numpy() for i in range(0, len(texts), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
+
+
+def evaluate_classifier(model_path, data="", out="", batch_size=64, mistakes=10):
+    """Score the classifier at `model_path` (run directory or SavedModel) on the labelled
+    file `data` (default: the run's validation data); write the reports to `out`
+    (default: a run's own directory, else the current one). Returns (report, paths).
+    Everything is read and checked before anything is written."""
+    from tfllm.data.classify import label_ids, read_examples, split_examples
+
+    saved = os.path.exists(os.path.join(model_path, "saved_model.pb"))
+    if saved:
+        model = SavedClassifier(model_path)
+        options = model.train_options
+    else:
+        from tfllm.training.classify import load_classifier
+        from tfllm.training.run_dir import TRAIN_CONFIG
+
+        model = load_classifier(model_path)
+        options_path = os.path.join(model_path, TRAIN_CONFIG)
+        options = {}
+        if os.path.exists(options_path):
+            with open(options_path, encoding="utf-8") as f:
+                options = json.load(f)
+    columns = dict(text_column=options.get("text_column", "text"),
+                   label_column=options.get("label_column", "label"))
+    if data:
+        examples = read_examples(data, **columns)
+    elif options.get("val"):
+        data = options["val"]
+        examples = read_examples(data, **columns)
+    elif options.get("data"):
+        examples = split_examples(read_examples(options["data"], **columns),
+                                  options.get("val_fraction", 0.1), options.get("seed", 0))[1]
+        data = f"validation share of {options['data']}"
+    else:
+        raise ValueError("no labelled data to evaluate on: pass --data FILE")
+    labels = list(model.labels)
+    y_true = label_ids(examples, labels)  # a label the model never saw: file:line error
+    probabilities = model.predict_proba([e.text for e in examples], batch_size)
+    report = build_report(model_path, data, examples, probabilities, labels, y_true, mistakes)
+    paths = write_reports(report, out or ("." if saved else model_path))
+    return report, paths
