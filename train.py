@@ -48,9 +48,9 @@ def parse_args(argv=None):
     p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="sft: train only "
                    "rank-N LoRA adapters on the attention and feed-forward projections "
                    "(merged into the export); 0: train every weight")
-    p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls", "last"],
-                   help="classify: mean of the tokens, a class token, or the last token "
-                   "(a GPT from --init)")
+    p.add_argument("--pooling", default=d.pooling, choices=["mean", "max", "cls", "last"],
+                   help="classify: mean or max over the tokens, a class token, or the last "
+                   "token (a GPT from --init)")
     p.add_argument("--token-dropout", type=float, default=d.token_dropout,
                    help="classify: drop this share of each text's tokens while training "
                    "(word dropout)")

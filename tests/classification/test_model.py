@@ -18,7 +18,8 @@ def padded(rows, width, pad_id=0):
     return np.array([r + [pad_id] * (width - len(r)) for r in rows], np.int32)
 
 
-@pytest.mark.parametrize("pooling, causal", [("mean", False), ("cls", False), ("last", False),
+@pytest.mark.parametrize("pooling, causal", [("mean", False), ("max", False), ("cls", False),
+                                             ("last", False),
                                              ("mean", True), ("last", True)])
 def test_more_padding_gives_the_same_probabilities(pooling, causal):
     keras.utils.set_random_seed(1)
@@ -41,6 +42,12 @@ def test_pooling_reads_only_real_positions():
     np.testing.assert_allclose(to_numpy(SequencePooling("last")(x, mask)),
                                [[3, 4, 5], [21, 22, 23]])
     np.testing.assert_allclose(to_numpy(SequencePooling("cls")(x, mask)), [[0, 1, 2], [12, 13, 14]])
+    # Max: the padded positions hold the largest values and must not win; a text with
+    # no real token pools to zeros.
+    np.testing.assert_allclose(to_numpy(SequencePooling("max")(x, mask)),
+                               [[3, 4, 5], [21, 22, 23]])
+    np.testing.assert_allclose(to_numpy(SequencePooling("max")(x, np.zeros((2, 4)))),
+                               np.zeros((2, 3)))
 
 
 def test_a_gpt_backbone_loads_into_the_causal_classifier():
@@ -60,7 +67,7 @@ def test_invalid_settings_are_refused():
     with pytest.raises(ValueError, match="at least 2 classes"):
         build_classifier(CONFIG, 1)
     with pytest.raises(ValueError, match="unknown pooling"):
-        build_classifier(CONFIG, 2, pooling="max")
+        build_classifier(CONFIG, 2, pooling="median")
 
 
 def test_keras_file_round_trip_gives_equal_outputs(tmp_path):

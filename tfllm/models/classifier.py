@@ -6,7 +6,7 @@ from keras import ops
 
 from tfllm.layers import PositionalEmbedding, TransformerBlock
 
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = ("mean", "max", "cls", "last")
 
 
 def build_classifier(config, num_classes, pooling="mean", causal=False, token_dropout=0.0,
@@ -30,7 +30,7 @@ def build_classifier(config, num_classes, pooling="mean", causal=False, token_dr
     Args:
         config: a `GPTConfig` (its vocabulary, width, depth, dropout, pad id).
         num_classes: how many classes the head scores.
-        pooling: `"mean"` of the real tokens, `"cls"` a learned class token placed before
+        pooling: `"mean"` or `"max"` over the real tokens, `"cls"` a learned class token before
             the text (encoder only), or `"last"` the last real token.
         causal: GPT-style causal attention instead of bidirectional.
         token_dropout: while training, hide this share of each text's tokens from
@@ -163,8 +163,9 @@ class SequencePooling(keras.layers.Layer):
     """One vector per sequence from the real (unpadded) positions.
 
     Args:
-        mode: `"mean"` over real positions, `"cls"` the first position, `"last"` the
-            last real position (right or left padding alike).
+        mode: `"mean"` over real positions, `"max"` the largest value of each feature
+            over real positions, `"cls"` the first position, `"last"` the last real
+            position (right or left padding alike).
 
     Call arguments:
         inputs: `(batch, seq, hidden)`.
@@ -190,6 +191,13 @@ class SequencePooling(keras.layers.Layer):
         if self.mode == "cls":
             return inputs[:, 0]
         real = ops.cast(padding_mask, "float32")  # (batch, seq)
+        if self.mode == "max":
+            values = ops.where(ops.cast(padding_mask, "bool")[:, :, None],
+                               ops.cast(inputs, "float32"), float("-inf"))
+            pooled = ops.max(values, axis=1)
+            # A text with no real token (all padding) pools to zeros, not -inf.
+            pooled = ops.where(ops.sum(real, axis=1, keepdims=True) > 0, pooled, 0.0)
+            return ops.cast(pooled, inputs.dtype)
         if self.mode == "last":
             positions = ops.arange(ops.shape(inputs)[1], dtype="int32")
             last = ops.max(ops.where(ops.cast(padding_mask, "bool"), positions, -1), axis=1)

@@ -9,7 +9,7 @@ from tfllm.training.strategy import STRATEGIES
 PRECISIONS = ("fp32", "bf16", "fp16")
 # lm: pretrain on text; sft: fine-tune on conversations (JSONL); classify: labelled text.
 TASKS = ("lm", "sft", "classify")
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = ("mean", "max", "cls", "last")
 
 
 @dataclasses.dataclass
