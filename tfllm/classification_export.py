@@ -17,7 +17,6 @@ atomic rename, never overwritten). Loading needs only `tensorflow` and
 import argparse
 import json
 import os
-import shutil
 import sys
 
 if __name__ == "__main__":  # run as a CLI: pick the backend before Keras loads
@@ -29,8 +28,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.data.classify import encode_texts
-from tfllm.export import (METADATA, WARMUP, _alive, _fsync_dir, _fsync_tree, _staging_dirs,
-                          version_path)
+from tfllm.export import METADATA, WARMUP, publish_version, version_path
 
 SIGNATURES = ("serving_default",)
 
@@ -69,15 +67,8 @@ def write_warmup(path, model_name):
 def export_classifier(model, tokenizer, config, info, model_dir, version=None,
                       train_options=None):
     """Write a new version of the classifier under `model_dir`; returns its path."""
-    chosen = version
-    final, version = version_path(model_dir, version)
-    os.makedirs(model_dir, exist_ok=True)
-    for path, pid in _staging_dirs(model_dir):  # left by an export that was killed
-        if not _alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-    staging = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+
+    def write(staging):
         build_archive(model, tokenizer, info.labels, info.seq_len).write_out(
             staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
@@ -92,37 +83,21 @@ def export_classifier(model, tokenizer, config, info, model_dir, version=None,
                                      "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id},
                        "signatures": list(SIGNATURES),
                        "train_options": train_options or {}}, f, indent=2, ensure_ascii=False)
-        _fsync_tree(staging)
-        while True:
-            try:
-                os.rename(staging, final)  # atomic; fails if `final` exists (non-empty)
-                break
-            except OSError:  # another export published this version meanwhile
-                if chosen is not None or not os.path.exists(final):
-                    raise ValueError(f"'{final}' already exists: versions are never "
-                                     "overwritten, pick another --version") from None
-                final, version = version_path(model_dir)
-        _fsync_dir(model_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+
+    return publish_version(model_dir, version, write)
 
 
 def export_run(run_dir, output_dir="saved_models", name=None, version=None):
     """Export the best weights of a classify run directory."""
     from tfllm.training.classify import load_classifier
-    from tfllm.training.run_dir import TRAIN_CONFIG
+    from tfllm.training.run_dir import train_options
 
     name = name or os.path.basename(os.path.normpath(run_dir))
     version_path(os.path.join(output_dir, name), version)  # refuse before the slow part
     classifier = load_classifier(run_dir)
-    options = {}
-    if os.path.exists(os.path.join(run_dir, TRAIN_CONFIG)):
-        with open(os.path.join(run_dir, TRAIN_CONFIG), encoding="utf-8") as f:
-            options = json.load(f)
     return export_classifier(classifier.model, classifier.tokenizer, classifier.config,
                              classifier.info, os.path.join(output_dir, name), version,
-                             train_options=options)
+                             train_options=train_options(run_dir))
 
 
 def main(argv=None):

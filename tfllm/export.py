@@ -369,10 +369,10 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def export_model(model, tokenizer, config, model_dir, version=None, train_options=None,
-                 max_new_tokens=None):
-    """Write a new version under `model_dir` (the next free one if `version` is None);
-    returns its path."""
+def publish_version(model_dir, version, write):
+    """Publish a new version under `model_dir` (the next free one if `version` is None):
+    `write(staging)` fills a hidden sibling directory, which is then renamed into place.
+    Returns the version's path."""
     chosen = version
     final, version = version_path(model_dir, version)
     os.makedirs(model_dir, exist_ok=True)
@@ -382,21 +382,8 @@ def export_model(model, tokenizer, config, model_dir, version=None, train_option
     # Hidden, non-numeric name: TF Serving ignores it until the rename.
     staging = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    max_new_tokens = max_new_tokens or default_max_new_tokens(config.context_length)
     try:
-        build_archive(model, tokenizer, config, max_new_tokens).write_out(
-            staging, verbose=False)
-        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        write_warmup(os.path.join(staging, WARMUP), os.path.basename(
-            os.path.normpath(model_dir)), chat=chat_markers(tokenizer) is not None)
-        with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
-            json.dump({"format": "tfllm", "config": config.to_dict(),
-                       "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
-                                     "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id},
-                       "signatures": signatures_of(tokenizer),
-                       "generation_defaults": {"max_new_tokens": max_new_tokens,
-                                               **GENERATION_DEFAULTS},
-                       "train_options": train_options or {}}, f, indent=2)
+        write(staging)
         _fsync_tree(staging)
         while True:
             try:
@@ -413,9 +400,33 @@ def export_model(model, tokenizer, config, model_dir, version=None, train_option
     return final
 
 
+def export_model(model, tokenizer, config, model_dir, version=None, train_options=None,
+                 max_new_tokens=None):
+    """Write a new version under `model_dir` (the next free one if `version` is None);
+    returns its path."""
+    max_new_tokens = max_new_tokens or default_max_new_tokens(config.context_length)
+
+    def write(staging):
+        build_archive(model, tokenizer, config, max_new_tokens).write_out(
+            staging, verbose=False)
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        write_warmup(os.path.join(staging, WARMUP), os.path.basename(
+            os.path.normpath(model_dir)), chat=chat_markers(tokenizer) is not None)
+        with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
+            json.dump({"format": "tfllm", "config": config.to_dict(),
+                       "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                                     "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id},
+                       "signatures": signatures_of(tokenizer),
+                       "generation_defaults": {"max_new_tokens": max_new_tokens,
+                                               **GENERATION_DEFAULTS},
+                       "train_options": train_options or {}}, f, indent=2)
+
+    return publish_version(model_dir, version, write)
+
+
 def export_run(run_dir, output_dir="saved_models", name=None, version=None):
     """Export the latest checkpoint of a train.py run directory."""
-    from tfllm.training.run_dir import CHECKPOINTS, CONFIG, TRAIN_CONFIG, load_run
+    from tfllm.training.run_dir import CHECKPOINTS, CONFIG, load_run, train_options
 
     from tfllm.training.classify import is_classifier_run
 
@@ -430,13 +441,8 @@ def export_run(run_dir, output_dir="saved_models", name=None, version=None):
         raise FileNotFoundError(  # before the tokenizer loads (its op logs a line)
             f"'{run_dir}' has no checkpoint: train it first (train.py --name ...)")
     model, tokenizer, config = load_run(run_dir)
-    options_path = os.path.join(run_dir, TRAIN_CONFIG)
-    options = {}
-    if os.path.exists(options_path):
-        with open(options_path, encoding="utf-8") as f:
-            options = json.load(f)
     return export_model(model, tokenizer, config, os.path.join(output_dir, name), version,
-                        train_options=options)
+                        train_options=train_options(run_dir))
 
 
 # --- TF Serving's models.config ----------------------------------------------------------

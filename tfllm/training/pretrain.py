@@ -5,7 +5,6 @@ first file is written, so a rejected run leaves nothing behind.
 """
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -212,10 +211,8 @@ def check_resumable(run_dir, config, options=None):
         raise ValueError(
             f"'{run_dir}' holds a run with a different model config: pick another --name "
             "or delete that directory")
-    saved = os.path.join(run_dir, rd.TRAIN_CONFIG)
-    if options is not None and os.path.exists(saved):
-        with open(saved, encoding="utf-8") as f:
-            before = json.load(f).get("precision", "fp32")
+    if options is not None and os.path.exists(os.path.join(run_dir, rd.TRAIN_CONFIG)):
+        before = rd.train_options(run_dir).get("precision", "fp32")
         if before != options.precision:
             raise ValueError(
                 f"'{run_dir}' was trained with --precision {before}: resume it with the "

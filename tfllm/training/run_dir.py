@@ -67,10 +67,15 @@ def load_run(run_dir):
     return model, tokenizer, config
 
 
-def lora_rank(run_dir):
-    """The LoRA rank a run trained with (train_config.json's lora_rank; 0: none)."""
+def train_options(run_dir):
+    """The training options a run recorded (train_config.json), or {} if none."""
     path = os.path.join(run_dir, TRAIN_CONFIG)
     if not os.path.exists(path):
-        return 0
+        return {}
     with open(path, encoding="utf-8") as f:
-        return int(json.load(f).get("lora_rank") or 0)
+        return json.load(f)
+
+
+def lora_rank(run_dir):
+    """The LoRA rank a run trained with (train_config.json's lora_rank; 0: none)."""
+    return int(train_options(run_dir).get("lora_rank") or 0)
