@@ -37,7 +37,7 @@ from tfllm.models import build_gpt
 from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints
 from tfllm.training.logs import plot_losses
-from tfllm.training.loop import Trainer
+from tfllm.training.loop import Trainer, token_losses
 from tfllm.training.optimizer import build_optimizer
 from tfllm.training.pretrain import (POLICIES, RunLogs, check_batch, check_resumable,
                                      inference_copy, train_loop)
@@ -57,11 +57,7 @@ def assistant_loss(model, inputs, targets, pad_id, batch_size=32, jit_compile=Fa
 
     @tf.function(jit_compile=jit_compile)
     def sums(x, y):
-        logits = tf.cast(model(x, training=False), tf.float32)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-        real = tf.not_equal(y, pad_id)
-        # `where`: a row of padding alone has NaN logits (no key to attend to).
-        return tf.reduce_sum(tf.where(real, losses, 0.0)), tf.reduce_sum(tf.cast(real, tf.int32))
+        return token_losses(model(x, training=False), y, pad_id)
 
     total, count = 0.0, 0
     for start in range(0, len(inputs), batch_size):
