@@ -8,10 +8,12 @@ directory (config.json + model.safetensors with GPT-2's tensor names) from the s
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -416,3 +418,15 @@ def test_train_py_init_continues_pretraining_and_exports(gpt2, tmp_path, corpus_
     assert (tmp_path / "saved_models" / "g" / "1" / "saved_model.pb").exists()
     refused = run_cli("train.py", "--init", gpt2["hf_dir"], "--num-layers", "3", cwd=tmp_path)
     assert refused.returncode == 2 and "--num-layers" in refused.stderr
+    # GPT-2's vocabulary has no chat markers: the chat CLI says so in one line, and the
+    # export has no chat signature.
+    chat = subprocess.run([sys.executable, "-m", "tfllm.chat", "runs/g", "--prompt", "Hi"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert chat.returncode == 2, chat.stderr[-2000:]
+    assert chat.stderr.strip().splitlines() == [
+        "error: 'runs/g' has a gpt2 tokenizer without chat markers: chat with a run "
+        "fine-tuned by train.py --task sft"]
+    metadata = json.loads((tmp_path / "saved_models" / "g" / "1" / "assets.extra" /
+                           "tfllm.json").read_text())
+    assert "chat" not in metadata["signatures"]

@@ -46,15 +46,18 @@ def parse_args(argv=None):
 class RunChat:
     """Replies from a run directory's weights, streamed through the Python engine."""
 
-    streams = True
-
     def __init__(self, run_dir):
         from tfllm.chat_format import ChatTokens
         from tfllm.generation import Generator
         from tfllm.training.run_dir import load_run
 
         model, self.tokenizer, config = load_run(run_dir)
-        self.tokens = ChatTokens(self.tokenizer)
+        try:
+            self.tokens = ChatTokens(self.tokenizer)
+        except ValueError:  # an imported GPT-2's vocabulary
+            raise ValueError(f"'{run_dir}' has a {self.tokenizer.kind} tokenizer without "
+                             "chat markers: chat with a run fine-tuned by train.py --task "
+                             "sft") from None
         self.context_length = config.context_length
         self.generator = Generator(model, self.tokenizer, config.context_length)
 
@@ -86,8 +89,6 @@ class RunChat:
 
 class SavedModelChat:
     """Replies from a SavedModel's `chat` signature (what TF Serving answers)."""
-
-    streams = False
 
     def __init__(self, path):
         import tensorflow as tf
