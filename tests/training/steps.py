@@ -41,7 +41,7 @@ def train_steps(x, y, *, batch=8, strategy="default", grad_accum=1, clip_norm=1.
     import keras
     import tensorflow as tf
 
-    from tfllm.models import GPTConfig
+    from tfllm.models import GPTConfig, build_gpt
     from tfllm.training.loop import Trainer
     from tfllm.training.options import TrainOptions
     from tfllm.training.pretrain import build_model_and_optimizer
@@ -53,8 +53,8 @@ def train_steps(x, y, *, batch=8, strategy="default", grad_accum=1, clip_norm=1.
                            xla=xla, strategy=strategy)
     chosen = resolve_strategy(strategy)
     keras.utils.set_random_seed(seed)
-    model, optimizer = build_model_and_optimizer(GPTConfig(**(config or CONFIG)), options,
-                                                 chosen)
+    model, optimizer = build_model_and_optimizer(
+        options, chosen, lambda: build_gpt(GPTConfig(**(config or CONFIG))))
     trainer = Trainer(model, optimizer, chosen, pad_id=0, jit_compile=xla,
                       grad_accum=grad_accum)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True)

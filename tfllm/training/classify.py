@@ -34,8 +34,8 @@ from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints, restore_latest
 from tfllm.training.logs import MetricsLog, TensorBoardLog, plot_losses
 from tfllm.training.loop import Trainer, strategy_kind
-from tfllm.training.optimizer import build_optimizer, current_learning_rate
-from tfllm.training.pretrain import POLICIES, check_batch
+from tfllm.training.optimizer import current_learning_rate
+from tfllm.training.pretrain import build_model_and_optimizer, check_batch
 from tfllm.training.strategy import is_chief, resolve_strategy
 
 CLASSIFIER = "classifier.json"
@@ -252,20 +252,6 @@ def _check_resumable(run_dir, config, info):
 # --- the run -------------------------------------------------------------------------
 
 
-def build_model_and_optimizer(prepared, options, strategy):
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[options.precision])
-    try:
-        with strategy.scope():
-            model = prepared.info.build(prepared.config)
-            optimizer = build_optimizer(
-                model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
-                clip_norm=options.clip_norm, precision=options.precision)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    return model, optimizer
-
-
 def train_classifier(options, log=print):
     """Train, keep the best weights on validation, export; returns a dict of the final
     numbers (validation accuracy/macro-F1 of the best step, steps, seconds, paths).
@@ -298,7 +284,8 @@ def train_classifier(options, log=print):
         rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
         tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
 
-    model, optimizer = build_model_and_optimizer(prepared, options, strategy)
+    model, optimizer = build_model_and_optimizer(
+        options, strategy, lambda: prepared.info.build(prepared.config))
     trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
                       jit_compile=options.xla, grad_accum=options.grad_accum,
                       loss=ClassificationLoss(info.class_weights))

@@ -81,14 +81,14 @@ def unigram_cross_entropy(train_ids, val_ids, vocab_size):
     return float(-log_probs[val_ids].mean())
 
 
-def build_model_and_optimizer(config, options, strategy):
-    """The GPT and its optimizer in `strategy.scope()`, under the precision's policy
-    (set only while building: layers keep the policy they were built with)."""
+def build_model_and_optimizer(options, strategy, build):
+    """`build()`'s model and its optimizer in `strategy.scope()`, under the precision's
+    policy (set only while building: layers keep the policy they were built with)."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[options.precision])
     try:
         with strategy.scope():
-            model = build_gpt(config)
+            model = build()
             optimizer = build_optimizer(
                 model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
                 clip_norm=options.clip_norm, precision=options.precision)
@@ -144,7 +144,7 @@ def pretrain(options, log=print):
         rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
         tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
 
-    model, optimizer = build_model_and_optimizer(config, options, strategy)
+    model, optimizer = build_model_and_optimizer(options, strategy, lambda: build_gpt(config))
     trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
                       jit_compile=options.xla, grad_accum=options.grad_accum)
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,

@@ -38,9 +38,8 @@ from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints
 from tfllm.training.logs import plot_losses
 from tfllm.training.loop import Trainer, token_losses
-from tfllm.training.optimizer import build_optimizer
-from tfllm.training.pretrain import (POLICIES, RunLogs, check_batch, check_resumable,
-                                     inference_copy, train_loop)
+from tfllm.training.pretrain import (RunLogs, build_model_and_optimizer, check_batch,
+                                     check_resumable, inference_copy, train_loop)
 from tfllm.training.strategy import is_chief, resolve_strategy
 
 REPORT = "sft_report.json"
@@ -287,20 +286,15 @@ def training_rows(tokenizer, conversations, seq_len, seed, tokens):
 def build_sft_model(config, options, strategy, init_weights):
     """The GPT (init weights, LoRA adapters if asked) and its optimizer, in the strategy's
     scope and under the precision's dtype policy."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[options.precision])
-    try:
-        with strategy.scope():
-            model = build_gpt(config)
-            model.set_weights(init_weights)
-            if options.lora_rank:
-                enable_lora(model, options.lora_rank)
-            optimizer = build_optimizer(
-                model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
-                clip_norm=options.clip_norm, precision=options.precision)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    return model, optimizer
+
+    def build():
+        model = build_gpt(config)
+        model.set_weights(init_weights)
+        if options.lora_rank:
+            enable_lora(model, options.lora_rank)
+        return model
+
+    return build_model_and_optimizer(options, strategy, build)
 
 
 def sft_datasets(tokenizer, train_conversations, val_conversations, seq_len, options, tokens,
