@@ -164,12 +164,8 @@ def pretrain(options, log=print):
         f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), "
         f"{options.precision}, XLA {'on' if options.xla else 'off'}")
 
-    logs = RunLogs(run_dir, int(checkpoints.step)) if chief else None
-    try:
-        losses = train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log)
-    finally:
-        if logs:
-            logs.close()
+    losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
+                                     chief, log)
 
     val_loss, val_tokens = trainer.evaluate(val_ds)
     unigram = unigram_cross_entropy(train_ids, val_ids, tokenizer.vocab_size)
@@ -186,13 +182,29 @@ def pretrain(options, log=print):
     final = inference_copy(model, config, options, strategy)
     write_samples(final, tokenizer, config, os.path.join(run_dir, rd.SAMPLES), options)
     if options.export:
-        from tfllm.export import export_model
-
-        result["saved_model"] = export_model(
-            final, tokenizer, config, os.path.join(options.export_dir, options.name),
-            train_options=dataclasses.asdict(options))
-        log(f"exported SavedModel: {result['saved_model']}")
+        result["saved_model"] = export_final(final, tokenizer, config, options, log)
     return result
+
+
+def logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir, chief, log):
+    """`train_loop` with the chief's metrics.csv and TensorBoard open around it; returns
+    (losses, the closed RunLogs or None on other workers)."""
+    logs = RunLogs(run_dir, int(checkpoints.step)) if chief else None
+    try:
+        return train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log), logs
+    finally:
+        if logs:
+            logs.close()
+
+
+def export_final(model, tokenizer, config, options, log):
+    """Export the trained GPT to export_dir/name (the next version); returns its path."""
+    from tfllm.export import export_model
+
+    path = export_model(model, tokenizer, config, os.path.join(options.export_dir, options.name),
+                        train_options=dataclasses.asdict(options))
+    log(f"exported SavedModel: {path}")
+    return path
 
 
 def _tagged(log, prefix):

@@ -38,8 +38,8 @@ from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints
 from tfllm.training.logs import plot_losses
 from tfllm.training.loop import Trainer, token_losses
-from tfllm.training.pretrain import (RunLogs, build_model_and_optimizer, check_batch,
-                                     check_resumable, inference_copy, train_loop)
+from tfllm.training.pretrain import (build_model_and_optimizer, check_batch, check_resumable,
+                                     export_final, inference_copy, logged_train_loop)
 from tfllm.training.strategy import is_chief, resolve_strategy
 
 REPORT = "sft_report.json"
@@ -384,12 +384,8 @@ def train_sft(options, log=print):
         "parameters" + (f" (LoRA rank {options.lora_rank} adapters)" if options.lora_rank
                         else ""))
 
-    logs = RunLogs(run_dir, int(checkpoints.step)) if chief else None
-    try:
-        losses = train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log)
-    finally:
-        if logs:
-            logs.close()
+    losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
+                                     chief, log)
 
     final = merged_gpt(model, config) if options.lora_rank else \
         inference_copy(model, config, options, strategy)
@@ -413,12 +409,7 @@ def train_sft(options, log=print):
                 title=f"{options.name}: SFT of {os.path.basename(options.init)}")
     write_samples(tuned["samples"], base["samples"], os.path.join(run_dir, rd.SAMPLES))
     if options.export:
-        from tfllm.export import export_model
-
-        result["saved_model"] = export_model(
-            final, tokenizer, config, os.path.join(options.export_dir, options.name),
-            train_options=dataclasses.asdict(options))
-        log(f"exported SavedModel: {result['saved_model']}")
+        result["saved_model"] = export_final(final, tokenizer, config, options, log)
     return result
 
 
