@@ -370,6 +370,88 @@ def test_tokenizer_save_load_and_from_keras_hub_preset(gpt2, tokenizer, tmp_path
         GPT2Tokenizer({"a": 0, "<|endoftext|>": 1}, [])
 
 
+def test_chat_markers_are_added_after_gpt2_ids_and_saved(gpt2, tokenizer, tmp_path):
+    from tfllm.chat_format import ChatTokens, render_ids
+    from tfllm.pretrained import add_chat_markers
+
+    base = tokenizer.vocab_size
+    model, config = load_gpt2(gpt2["hf_dir"])[::2]
+    chat_model, chat_tokenizer, chat_config = add_chat_markers(model, tokenizer, config)
+    tokens = ChatTokens(chat_tokenizer)
+    assert [*tokens.role_ids.values(), tokens.end_id] == [base, base + 1, base + 2, base + 3]
+    assert chat_tokenizer.pad_id == chat_config.pad_id == chat_config.real_vocab_size == base + 4
+    assert chat_config.vocab_size == config.vocab_size  # the padded table had room
+    # Text tokenizes as before; the markers decode to their own text.
+    assert chat_tokenizer.tokenize(tf.constant(TEXTS)).to_list() == \
+        tokenizer.tokenize(tf.constant(TEXTS)).to_list()
+    assert chat_tokenizer.decode([tokens.end_id]) == "<|end|>"
+    chat_tokenizer.save(tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.vocab_size == base + 4 and loaded.pad_id == base + 4
+    assert ChatTokens(loaded).end_id == base + 3
+
+    # GPT-2's weights are unchanged; the marker rows are near the mean row, not zero,
+    # and their logits come out of the mask while padding stays masked.
+    old = {v.path: v.numpy() for v in model.weights}
+    for variable in chat_model.weights:
+        value = variable.numpy()
+        if variable.path == "embedding/token_embeddings":
+            np.testing.assert_array_equal(value[:base], old[variable.path][:base])
+            mean = old[variable.path][:base].mean(0)
+            markers = value[base:base + 4]
+            assert np.abs(markers - mean).max() < 0.5 * old[variable.path][:base].std()
+            assert len({row.tobytes() for row in markers}) == 4
+        else:
+            np.testing.assert_array_equal(value, old[variable.path])
+    ids, _ = render_ids(chat_tokenizer, [{"role": "user", "content": "hello"}], True)
+    logits = chat_model(ids[None]).numpy()[0, -1]
+    assert np.all(logits[base:base + 4] > -1e8) and np.all(logits[base + 4:] <= -1e8)
+    assert add_chat_markers(chat_model, chat_tokenizer, chat_config)[1] is chat_tokenizer
+
+
+def test_sft_with_lora_from_gpt2_trains_adapters_and_marker_rows(gpt2, tmp_path):
+    from conftest import run_cli
+
+    from tfllm.training.run_dir import load_run
+
+    rows = [{"prompt": f"the {w} word?", "response": f"{w} is it."}
+            for w in ("first", "second", "third", "fourth", "fifth", "sixth")] * 4
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = run_cli("train.py", "--task", "sft", "--init", gpt2["hf_dir"], "--data", data,
+                     "--name", "g-chat", "--lora-rank", "2", "--steps", "12",
+                     "--batch-size", "4", "--seq-len", "32", "--lr", "1e-2",
+                     "--warmup-steps", "2", "--eval-every", "6", "--checkpoint-every", "6",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    base = len(gpt2["vocab"])
+    assert f"chat markers added to the gpt2 vocabulary as ids {base}-{base + 3}" in result.stdout
+    # rank 2: a (in, 2) and b (2, out) on qkv, output, ffn_in and ffn_out of each block
+    adapters = LAYERS * 2 * ((WIDTH + 3 * WIDTH) + (WIDTH + WIDTH) + (WIDTH + FFN) +
+                             (FFN + WIDTH))
+    assert f"training {adapters + 4 * WIDTH:,} of" in result.stdout
+    report = json.loads((tmp_path / "runs" / "g-chat" / "sft_report.json").read_text())
+    assert report["sft"]["val_loss"] < report["base"]["val_loss"], report
+
+    # Only the marker rows of the token table moved; the adapters are merged in.
+    tuned, tokenizer, config = load_run(str(tmp_path / "runs" / "g-chat"))
+    original, _, _ = load_gpt2(gpt2["hf_dir"])
+    table = {v.path: v.numpy() for v in tuned.weights}["embedding/token_embeddings"]
+    gpt2_table = {v.path: v.numpy() for v in original.weights}["embedding/token_embeddings"]
+    np.testing.assert_array_equal(table[:base], gpt2_table[:base])
+    assert tokenizer.added == ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+
+    # The export has the chat signature, and the chat CLI answers through it.
+    export = tmp_path / "saved_models" / "g-chat" / "1"
+    metadata = json.loads((export / "assets.extra" / "tfllm.json").read_text())
+    assert "chat" in metadata["signatures"]
+    chat = subprocess.run([sys.executable, "-m", "tfllm.chat", str(export), "--prompt",
+                           "the first word?", "--max-new-tokens", "8"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert chat.returncode == 0, chat.stderr[-2000:]
+
+
 def test_tokenizer_saved_model_in_fresh_process(tokenizer, tmp_path):
     """Tracked tables only (no keras-hub cache): a SavedModel that TF Serving can run."""
     module = tf.Module()

@@ -33,9 +33,13 @@ def lora_targets(model):
     return layers
 
 
-def enable_lora(model, rank, alpha=None):
+def enable_lora(model, rank, alpha=None, train_rows=()):
     """Add rank-`rank` adapters (scale `alpha / rank`, alpha defaulting to rank) to every
-    target layer of a built GPT and freeze every other weight. Returns the adapters."""
+    target layer of a built GPT and freeze every other weight. Returns the adapters.
+
+    train_rows: token ids whose embedding rows must train too (tokens new to the model,
+    such as chat markers added to GPT-2): the token table stays trainable, and the
+    trainer keeps its other rows fixed with `embedding_row_masks`."""
     rank = int(rank)
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
@@ -48,11 +52,29 @@ def enable_lora(model, rank, alpha=None):
     for layer in layers:
         layer.enable_lora(rank, lora_alpha=alpha)
     adapters = lora_variables(model)
-    adapter_ids = {id(v) for v in adapters}
+    kept = {id(v) for v in adapters}
+    if len(train_rows):
+        kept.add(id(token_table(model)))
     for variable in model.weights:
-        if id(variable) not in adapter_ids:
+        if id(variable) not in kept:
             variable.trainable = False
     return adapters
+
+
+def token_table(model):
+    """The token embedding table of a GPT."""
+    return model.get_layer("embedding").token_embeddings
+
+
+def embedding_row_masks(model, rows):
+    """{token table path: bool (vocab,) mask, True at `rows`}: the gradient mask that
+    trains only those rows (see `Trainer(gradient_masks=...)`); {} when rows is empty."""
+    if not len(rows):
+        return {}
+    table = token_table(model)
+    mask = np.zeros(table.shape[0], bool)
+    mask[list(rows)] = True
+    return {table.path: mask}
 
 
 def lora_variables(model):

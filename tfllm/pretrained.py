@@ -47,6 +47,7 @@ PAD_MULTIPLE = 64  # the embedding table is padded to a multiple of this
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _OVERRIDABLE = ("dropout", "context_length")
+TOKEN_TABLE = "embedding/token_embeddings"  # the weight path of the token embedding table
 
 
 def load_gpt2(path, **overrides):
@@ -59,6 +60,43 @@ def load_gpt2(path, **overrides):
     model = build_gpt(config)
     set_gpt2_weights(model, path, config)
     return model, GPT2Tokenizer.from_directory(path), config
+
+
+def add_chat_markers(model, tokenizer, config, seed=0):
+    """(model, tokenizer, config) of a GPT-2 given the four chat markers, for SFT.
+
+    The markers take the ids after GPT-2's own (50257-50260) and padding moves past them
+    (50261); `real_vocab_size` grows to cover them, and the table grows if it has no room.
+    Each marker's embedding row starts at the mean of the real rows plus a little noise:
+    a zero row (the padded table's) would give a logit of 0, far above GPT-2's usual
+    ones, and identical rows could not be told apart. Everything else is copied unchanged.
+    A tokenizer that has the markers already is returned as it is.
+    """
+    import dataclasses
+
+    from tfllm.chat_format import END_TOKEN, ROLE_TOKENS
+
+    markers = (*ROLE_TOKENS.values(), END_TOKEN)
+    new = [m for m in markers if m not in tokenizer.added]
+    if not new:
+        return model, tokenizer, config
+    tokenizer = tokenizer.with_added(new)
+    real = tokenizer.vocab_size
+    config = dataclasses.replace(
+        config, vocab_size=max(config.vocab_size, padded_vocab_size(real)),
+        pad_id=tokenizer.pad_id, real_vocab_size=real)
+    values = {v.path: np.asarray(v.numpy()) for v in model.weights}
+    old = values[TOKEN_TABLE]
+    known = real - len(new)  # rows that hold trained tokens
+    table = np.zeros((config.vocab_size, old.shape[1]), old.dtype)
+    table[:known] = old[:known]
+    noise = np.random.default_rng(seed).standard_normal((len(new), old.shape[1]))
+    table[known:real] = old[:known].mean(0) + 0.1 * old[:known].std() * noise
+    values[TOKEN_TABLE] = table
+    grown = build_gpt(config)
+    for variable in grown.weights:
+        variable.assign(values[variable.path].astype(variable.dtype))
+    return grown, tokenizer, config
 
 
 def gpt2_config(path, **overrides):
@@ -286,7 +324,7 @@ def _tfllm_weights(tensors, hparams, config, source):
 
     wte = np.zeros((config.vocab_size, config.embed_dim), np.float32)
     wte[: hparams["vocab_size"]] = f32("wte.weight")  # the pad rows stay 0 (never predicted)
-    values = {"embedding/token_embeddings": wte,
+    values = {TOKEN_TABLE: wte,
               "embedding/position_embeddings": f32("wpe.weight")[: config.context_length],
               "final_norm/gamma": f32("ln_f.weight"), "final_norm/beta": f32("ln_f.bias")}
     for n in range(hparams["n_layer"]):

@@ -279,7 +279,8 @@ def load_tokenizer(directory):
         return CharTokenizer(config["chars"])
     if kind == "gpt2":
         return GPT2Tokenizer.from_files(directory / config["vocab_file"],
-                                        directory / config["merges_file"])
+                                        directory / config["merges_file"],
+                                        config.get("added_pieces", ()))
     raise ValueError(
         f"'{path}' has unknown kind {kind!r}: expected 'sentencepiece', 'char' or 'gpt2'")
 
@@ -378,14 +379,19 @@ class GPT2Tokenizer(Tokenizer):
     vocabulary, a row of the model's padded embedding table that is never a target
     (see `tfllm.pretrained`). There is no unknown token: every byte has an id.
 
+    Added pieces (the chat markers, for SFT) take the ids after GPT-2's own, and `pad_id`
+    moves past them: 50257-50260 and pad 50261. They are never matched in text; callers
+    insert their ids (see `tfllm.chat_format`).
+
     Args:
         vocabulary: dict piece -> id (the contents of `vocab.json`), ids 0..n-1.
         merges: merge rules "a b" in priority order (the lines of `merges.txt`).
+        added: extra pieces, given ids from len(vocabulary) on.
     """
 
     kind = "gpt2"
 
-    def __init__(self, vocabulary, merges):
+    def __init__(self, vocabulary, merges, added=()):
         super().__init__(name="gpt2_tokenizer")
         from keras_hub.tokenizers import BytePairTokenizer
         from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
@@ -405,9 +411,15 @@ class GPT2Tokenizer(Tokenizer):
             raise ValueError(
                 f"this is not a GPT-2 byte-level vocabulary (it lacks "
                 f"{missing[:3] if missing else GPT2_EOS!r}): pass GPT-2's vocab.json")
-        self._pieces, self.merges = tuple(pieces), tuple(merges)  # tuples: not tracked
+        added = tuple(str(p) for p in added)
+        clash = [p for p in added if p in vocabulary or added.count(p) > 1]
+        if clash:
+            raise ValueError(f"added piece {clash[0]!r} is already in the vocabulary: add "
+                             "each new piece once")
+        # tuples: not tracked
+        self._pieces, self.merges, self.added = tuple(pieces) + added, tuple(merges), added
         self.eos_id = self.bos_id = vocabulary[GPT2_EOS]
-        self.pad_id = len(pieces)
+        self.pad_id = len(self._pieces)
         self.unk_id = None
 
         bpe = BytePairTokenizer(vocabulary, merges, _allow_python_workflow=False)
@@ -421,10 +433,16 @@ class GPT2Tokenizer(Tokenizer):
         to_byte = dict(zip(unicode_pieces, byte_pieces))
         surfaces = [b"".join(to_byte.get(c, c.encode()) for c in p) if p != GPT2_EOS
                     else p.encode() for p in pieces]
-        self._surfaces = tf.constant(surfaces, tf.string)
+        self._surfaces = tf.constant(surfaces + [p.encode() for p in added], tf.string)
+
+    def with_added(self, pieces):
+        """This tokenizer with `pieces` added after its own (a new tokenizer)."""
+        base = self._pieces[:len(self._pieces) - len(self.added)]
+        return GPT2Tokenizer({p: i for i, p in enumerate(base)}, self.merges,
+                             self.added + tuple(pieces))
 
     @classmethod
-    def from_files(cls, vocab_file, merges_file):
+    def from_files(cls, vocab_file, merges_file, added=()):
         """Read GPT-2's `vocab.json` and `merges.txt` (keras-hub: `vocabulary.json`)."""
         for path in (vocab_file, merges_file):
             if not Path(path).is_file():
@@ -433,7 +451,7 @@ class GPT2Tokenizer(Tokenizer):
                     "and merges.txt (a keras-hub preset: assets/tokenizer/)")
         vocabulary = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
         merges = Path(merges_file).read_text(encoding="utf-8").split("\n")
-        return cls(vocabulary, merges)
+        return cls(vocabulary, merges, added)
 
     @classmethod
     def from_directory(cls, directory):
@@ -530,8 +548,10 @@ class GPT2Tokenizer(Tokenizer):
         return tf.strings.reduce_join(ids.with_flat_values(surfaces), axis=-1)
 
     def _save_files(self, directory):
-        text = json.dumps({p: i for i, p in enumerate(self._pieces)}, ensure_ascii=False)
+        base = self._pieces[:len(self._pieces) - len(self.added)]
+        text = json.dumps({p: i for i, p in enumerate(base)}, ensure_ascii=False)
         _write_atomic(directory / "vocab.json", text.encode("utf-8"))
         lines = "#version: 0.2\n" + "".join(m + "\n" for m in self.merges)
         _write_atomic(directory / "merges.txt", lines.encode("utf-8"))
-        return {"vocab_file": "vocab.json", "merges_file": "merges.txt"}
+        return {"vocab_file": "vocab.json", "merges_file": "merges.txt",
+                **({"added_pieces": list(self.added)} if self.added else {})}

@@ -15,6 +15,7 @@ function over several devices). A TPU compiles everything itself.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
@@ -64,10 +65,13 @@ class Trainer:
         grad_accum: split each replica's batch into this many micro-batches and sum
             their gradients before the one update (same update, less activation memory).
         loss: the loss object (see `TokenLoss`); default: `TokenLoss(pad_id)`.
+        gradient_masks: {variable path: bool (rows,) mask}: only the True rows of those
+            variables get a gradient, so only they change (the optimizer's moments of the
+            other rows stay zero, and so do their updates).
     """
 
     def __init__(self, model, optimizer, strategy, pad_id=0, jit_compile=False,
-                 grad_accum=1, loss=None):
+                 grad_accum=1, loss=None, gradient_masks=None):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
@@ -75,6 +79,12 @@ class Trainer:
         self.loss = loss or TokenLoss(pad_id)
         self.grad_accum = int(grad_accum)
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
+        masks = gradient_masks or {}
+        unknown = set(masks) - {v.path for v in model.trainable_variables}
+        if unknown:
+            raise ValueError(f"gradient mask for '{sorted(unknown)[0]}', which is not a "
+                             "trainable variable of the model")
+        self._row_masks = [masks.get(v.path) for v in model.trainable_variables]
         with strategy.scope():
             # Slots must exist before the first distributed step.
             optimizer.build(model.trainable_variables)
@@ -89,6 +99,15 @@ class Trainer:
             # Evaluation stays uncompiled here: an XLA function called per replica reads
             # the other replicas' variables from the first device and fails.
             self._gradients = tf.function(self._gradients_fn, jit_compile=True)
+
+    def trained_parameters(self):
+        """How many numbers the updates change: every trainable weight, counting only
+        the unmasked rows of a masked one."""
+        total = 0
+        for variable, mask in zip(self.model.trainable_variables, self._row_masks):
+            size = int(np.prod(variable.shape))
+            total += size if mask is None else int(mask.sum()) * size // variable.shape[0]
+        return total
 
     def distribute(self, dataset):
         """`dataset` (global batches) split across the replicas; under MultiWorker every
@@ -115,8 +134,12 @@ class Trainer:
             grads = tape.gradient(loss, variables)
             # Dense: the embedding's gradient is IndexedSlices with repeated rows, whose
             # norm is not the gradient's norm.
-            return loss_sum, [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
-                              for g, v in zip(grads, variables)]
+            grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                     for g, v in zip(grads, variables)]
+            return loss_sum, [g if mask is None else
+                              g * tf.reshape(tf.constant(mask, g.dtype),
+                                             [-1] + [1] * (g.shape.rank - 1))
+                              for g, mask in zip(grads, self._row_masks)]
 
         if self.grad_accum == 1:
             return micro_step(inputs, targets)

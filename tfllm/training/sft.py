@@ -32,7 +32,7 @@ from tfllm.chat_format import END_TOKEN, ChatTokens, render_ids, trim_to_fit
 from tfllm.data.sft import (conversation_rows, encode_conversations, pack_rows,
                             read_conversations, sft_dataset, split_conversations)
 from tfllm.generation import decode, left_pad
-from tfllm.lora import enable_lora, merged_gpt
+from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
 from tfllm.models import build_gpt
 from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints
@@ -188,28 +188,37 @@ def summary(base, tuned):
 # --- the --init run ----------------------------------------------------------------------
 
 
-def load_init(path):
-    """(plain GPT, tokenizer, GPTConfig) of the run an SFT starts from."""
+def load_init(path, seed=0):
+    """(plain GPT, tokenizer, GPTConfig, new marker ids) of the model an SFT starts from:
+    a train.py run directory, or GPT-2 (its directory, or a run that continued it), which
+    gets the chat markers as new tokens here (`tfllm.pretrained.add_chat_markers`); the
+    ids of markers added here are the last item (empty for a run that has them)."""
+    from tfllm.pretrained import add_chat_markers, load_gpt2
     from tfllm.training.run_dir import load_run
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--init '{path}' is not a directory: give a train.py run "
-                                "directory (runs/NAME)")
-    if not os.path.isfile(os.path.join(path, rd.TOKENIZER, "tokenizer.json")):
-        if os.path.isfile(os.path.join(path, "config.json")):
-            raise ValueError(f"--init '{path}' looks like a GPT-2 checkpoint, which cannot "
-                             "start an SFT (its tokenizer has no chat markers): start from a "
-                             "train.py run directory (runs/NAME)")
+                                "directory (runs/NAME) or a GPT-2 directory")
+    if os.path.isfile(os.path.join(path, rd.TOKENIZER, "tokenizer.json")):
+        model, tokenizer, config = load_run(path)
+    elif os.path.isfile(os.path.join(path, "config.json")):
+        model, tokenizer, config = load_gpt2(path)
+    else:
         raise FileNotFoundError(f"--init '{path}' is not a train.py run directory (no "
-                                f"{rd.TOKENIZER}/tokenizer.json): point it at runs/NAME")
-    model, tokenizer, config = load_run(path)
+                                f"{rd.TOKENIZER}/tokenizer.json) nor a GPT-2 directory (no "
+                                "config.json): point it at runs/NAME")
+    added = ()
+    if tokenizer.kind == "gpt2":
+        before = tokenizer.vocab_size
+        model, tokenizer, config = add_chat_markers(model, tokenizer, config, seed)
+        added = tuple(range(before, tokenizer.vocab_size))
     try:
         ChatTokens(tokenizer)
     except ValueError:
         raise ValueError(f"the tokenizer of --init '{path}' has no chat markers "
                          "(<|system|>, <|user|>, <|assistant|>, <|end|>): start from a run "
                          "whose tokenizer train.py trained") from None
-    return model, tokenizer, config
+    return model, tokenizer, config, added
 
 
 def sft_config(init_config, options):
@@ -283,15 +292,16 @@ def training_rows(tokenizer, conversations, seq_len, seed, tokens):
     return inputs, targets, stats
 
 
-def build_sft_model(config, options, strategy, init_weights):
+def build_sft_model(config, options, strategy, init_weights, new_rows=()):
     """The GPT (init weights, LoRA adapters if asked) and its optimizer, in the strategy's
-    scope and under the precision's dtype policy."""
+    scope and under the precision's dtype policy. With LoRA, the embedding rows `new_rows`
+    (markers new to the model) train as well."""
 
     def build():
         model = build_gpt(config)
         model.set_weights(init_weights)
         if options.lora_rank:
-            enable_lora(model, options.lora_rank)
+            enable_lora(model, options.lora_rank, train_rows=new_rows)
         return model
 
     return build_model_and_optimizer(options, strategy, build)
@@ -342,7 +352,10 @@ def train_sft(options, log=print):
     # resource: it must come before any tokenizer is loaded.
     keras.utils.set_random_seed(options.seed)
     train_conversations, val_conversations, val_source = read_sft_data(options)
-    init_model, tokenizer, init_config = load_init(options.init)
+    init_model, tokenizer, init_config, new_rows = load_init(options.init, options.seed)
+    if new_rows:
+        log(f"chat markers added to the {tokenizer.kind} vocabulary as ids "
+            f"{new_rows[0]}-{new_rows[-1]} (padding now {tokenizer.pad_id})")
     config, seq_len = sft_config(init_config, options)
     tokens = ChatTokens(tokenizer)
     run_dir = os.path.join(options.runs_dir, options.name)
@@ -370,19 +383,23 @@ def train_sft(options, log=print):
         rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
         tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
 
-    model, optimizer = build_sft_model(config, options, strategy, init_model.get_weights())
+    model, optimizer = build_sft_model(config, options, strategy, init_model.get_weights(),
+                                       new_rows)
     trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
-                      jit_compile=options.xla, grad_accum=options.grad_accum)
+                      jit_compile=options.xla, grad_accum=options.grad_accum,
+                      gradient_masks=embedding_row_masks(model, new_rows)
+                      if options.lora_rank else None)
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
                               keep=options.keep_checkpoints, chief=chief)
     restored = checkpoints.restore(warn=_warn)
     if restored:
         log(f"resumed from {restored} at step {int(checkpoints.step)}")
-    trained = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    trained = trainer.trained_parameters()
+    lora = f" (LoRA rank {options.lora_rank} adapters" + (
+        f" and {len(new_rows)} marker embeddings)" if new_rows else ")")
     log(f"model: {config.num_layers} layers x {config.embed_dim} wide, context "
         f"{config.context_length}; training {trained:,} of {model.count_params():,} "
-        "parameters" + (f" (LoRA rank {options.lora_rank} adapters)" if options.lora_rank
-                        else ""))
+        "parameters" + (lora if options.lora_rank else ""))
 
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
