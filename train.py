@@ -104,7 +104,7 @@ def parse_args(argv=None):
     p.add_argument("--clip-norm", type=float, default=d.clip_norm,
                    help="clip the gradient's global norm (over all replicas) to this; 0: off")
     p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
-                   help="tokens generated per prompt for samples.txt")
+                   help="tokens generated per prompt for samples.txt; 0: no samples")
     p.add_argument("--runs-dir", default=d.runs_dir, help="where run directories go")
     p.add_argument("--export-dir", default=d.export_dir, help="where SavedModels go")
     p.add_argument("--no-export", action="store_true", help="skip the SavedModel export")

@@ -35,17 +35,21 @@ def test_same_seed_gives_the_same_loss_curve(tmp_path, corpus_file):
     import train
 
     losses = []
-    for name in ("a", "b"):
+    for name, samples in (("a", "4"), ("b", "0")):  # 0: no samples.txt, same training
         argv = ["--data", str(corpus_file), "--name", name, "--runs-dir", str(tmp_path / "runs"),
-                "--no-export", "--sample-tokens", "4", *TINY_FLAGS]
+                "--no-export", *TINY_FLAGS]
         argv[argv.index("--steps") + 1] = "20"
+        argv[argv.index("--sample-tokens") + 1] = samples
         assert train.main(argv) == 0
         with open(tmp_path / "runs" / name / "metrics.csv") as f:
             losses.append([(r["train_loss"], r["val_loss"]) for r in csv.DictReader(f)])
     assert losses[0] == losses[1]
+    assert (tmp_path / "runs" / "a" / "samples.txt").exists()
+    assert not (tmp_path / "runs" / "b" / "samples.txt").exists()
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "binary", "latin1", "seq_len"])
+@pytest.mark.parametrize("case", ["missing", "empty", "binary", "latin1", "seq_len",
+                                  "sample_tokens"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     data = tmp_path / "data.txt"
     extra = []
@@ -59,13 +63,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
         data.write_bytes("caf\u00e9 cr\u00e8me".encode("latin-1"))
     else:
         data.write_text("plenty of text\n" * 100)
-        extra = ["--seq-len", "4096"]
+        extra = ["--seq-len", "4096"] if case == "seq_len" else ["--sample-tokens", "-1"]
     result = run_cli("train.py", "--data", data, *extra, cwd=tmp_path, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     expected = {"missing": "nope.txt", "empty": "is empty", "binary": "binary",
-                "latin1": "not UTF-8", "seq_len": "--seq-len 4096"}[case]
+                "latin1": "not UTF-8", "seq_len": "--seq-len 4096",
+                "sample_tokens": "--sample-tokens must be 0"}[case]
     assert expected in lines[0]
     assert not (tmp_path / "saved_models").exists()
     assert not (tmp_path / "runs").exists()

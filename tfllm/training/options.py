@@ -86,6 +86,9 @@ class TrainOptions:
                                  f"got {getattr(self, field)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.sample_tokens < 0:
+            raise ValueError(f"--sample-tokens must be 0 (no samples.txt) or positive, got "
+                             f"{self.sample_tokens}")
         if self.clip_norm < 0:
             raise ValueError(f"--clip-norm must be 0 (off) or positive, got {self.clip_norm}")
         if self.strategy not in STRATEGIES:

@@ -180,7 +180,8 @@ def pretrain(options, log=print):
     plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
                 title=f"{options.name}: {options.preset} on {options.data or 'pydoc_data'}")
     final = inference_copy(model, config, options, strategy)
-    write_samples(final, tokenizer, config, os.path.join(run_dir, rd.SAMPLES), options)
+    if options.sample_tokens:
+        write_samples(final, tokenizer, config, os.path.join(run_dir, rd.SAMPLES), options)
     if options.export:
         result["saved_model"] = export_final(final, tokenizer, config, options, log)
     return result
