@@ -56,6 +56,9 @@ def parse_args(argv=None):
                    "(word dropout)")
     p.add_argument("--patience", type=int, default=d.patience, help="classify: stop after "
                    "this many evaluations without a better validation accuracy; 0: off")
+    p.add_argument("--members", type=int, default=d.members,
+                   help="classify: train an ensemble of this many classifiers as one model "
+                   "(their log-probabilities averaged); each costs a classifier's time")
     p.add_argument("--class-weights", action="store_true",
                    help="classify: weigh each class by its inverse frequency in --data")
     p.add_argument("--text-column", default=d.text_column,
@@ -119,7 +122,7 @@ def options_from(args):
     return TrainOptions(
         task=args.task, val=args.val, lora_rank=args.lora_rank, pooling=args.pooling,
         class_weights=args.class_weights, token_dropout=args.token_dropout,
-        patience=args.patience, text_column=args.text_column,
+        patience=args.patience, members=args.members, text_column=args.text_column,
         label_column=args.label_column, data=args.data, preset=args.preset, init=args.init, overrides=overrides,
         tokenizer=args.tokenizer,
         steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,

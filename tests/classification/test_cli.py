@@ -23,10 +23,12 @@ def zh_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def zh_run(tmp_path_factory, zh_data):
-    """train.py on the headlines: (workdir, run_dir, saved_model, stdout)."""
+    """train.py on the headlines, an ensemble of two: (workdir, run_dir, saved_model,
+    stdout)."""
     work = tmp_path_factory.mktemp("zh_work")
     result = run_cli("train.py", "--task", "classify", "--data", zh_data["train"], "--val",
-                     zh_data["valid"], "--name", "zh", *CLASSIFY_FLAGS, cwd=work)
+                     zh_data["valid"], "--name", "zh", "--members", "2", *CLASSIFY_FLAGS,
+                     cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, work / "runs" / "zh", work / "saved_models" / "zh" / "1", result.stdout
 
@@ -40,6 +42,7 @@ def test_training_writes_the_run_and_learns_the_topics(zh_run):
     assert (saved_model / "saved_model.pb").exists()
     info = json.loads((run_dir / "classifier.json").read_text(encoding="utf-8"))
     assert info["labels"] == LABELS and info["pooling"] == "mean" and not info["causal"]
+    assert info["members"] == 2 and "an ensemble of 2" in stdout
     assert json.loads((run_dir / "tokenizer" / "tokenizer.json").read_text())["kind"] == \
         "sentencepiece"
     with open(run_dir / "metrics.csv", encoding="utf-8") as f:
@@ -239,6 +242,11 @@ def test_class_token_pooling_on_a_gpt_is_refused(tmp_path, monkeypatch, capsys, 
                        str(zh_data["train"]), "--pooling", "cls", "--name", "x"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--pooling cls needs an encoder" in err[0]
+    for flags, expected in ((["--task", "classify", "--members", "0"], "--members must be 1"),
+                            (["--members", "3"], "--members applies to --task classify")):
+        code = train.main([*flags, "--data", str(zh_data["train"]), "--name", "x"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "runs").exists()
 
 

@@ -18,12 +18,13 @@ def padded(rows, width, pad_id=0):
     return np.array([r + [pad_id] * (width - len(r)) for r in rows], np.int32)
 
 
-@pytest.mark.parametrize("pooling, causal", [("mean", False), ("max", False), ("cls", False),
-                                             ("last", False),
-                                             ("mean", True), ("last", True)])
-def test_more_padding_gives_the_same_probabilities(pooling, causal):
+@pytest.mark.parametrize("pooling, causal, members",
+                         [("mean", False, 1), ("max", False, 1), ("cls", False, 1),
+                          ("last", False, 1), ("mean", True, 1), ("last", True, 1),
+                          ("mean", False, 3)])
+def test_more_padding_gives_the_same_probabilities(pooling, causal, members):
     keras.utils.set_random_seed(1)
-    model = build_classifier(CONFIG, 4, pooling=pooling, causal=causal)
+    model = build_classifier(CONFIG, 4, pooling=pooling, causal=causal, members=members)
     probs = [to_numpy(ops.softmax(model(padded(TEXTS, width)))) for width in (7, 12, 32)]
     for other in probs[1:]:
         np.testing.assert_allclose(other, probs[0], atol=1e-5, rtol=0)
@@ -70,9 +71,65 @@ def test_invalid_settings_are_refused():
         build_classifier(CONFIG, 2, pooling="median")
 
 
+def test_an_ensemble_averages_its_members_log_probabilities():
+    keras.utils.set_random_seed(5)
+    model = build_classifier(CONFIG, 3, members=3)
+    ids = padded(TEXTS, 8)
+    members = [keras.Model(model.input, model.get_layer(f"logits_m{i}").output)(ids)
+               for i in range(3)]
+    probs = [to_numpy(ops.softmax(m)) for m in members]
+    geometric = np.exp(np.mean(np.log(probs), axis=0))
+    expected = geometric / geometric.sum(-1, keepdims=True)
+    np.testing.assert_allclose(to_numpy(ops.softmax(model(ids))), expected, atol=1e-6)
+    # Each member has its own weights (they start apart, so they can disagree).
+    assert np.abs(probs[0] - probs[1]).max() > 1e-4
+    assert len(model.weights) == 3 * len(build_classifier(CONFIG, 3).weights)
+    # A GPT loads into every member of a causal ensemble.
+    gpt = build_gpt(CONFIG)
+    causal = build_classifier(CONFIG, 3, pooling="last", causal=True, members=2)
+    assert sorted(copy_backbone_weights(causal, gpt)) == sorted(
+        f"{name}_m{i}" for i in range(2)
+        for name in ("embedding", "block_0", "block_1", "final_norm"))
+    np.testing.assert_array_equal(to_numpy(causal.get_layer("block_1_m1").weights[0]),
+                                  to_numpy(gpt.get_layer("block_1").weights[0]))
+    with pytest.raises(ValueError, match="at least 1 member"):
+        build_classifier(CONFIG, 3, members=0)
+
+
+def test_ensemble_members_train_on_their_own_losses():
+    """Through member_view, the loss is the mean of the members' cross-entropies: one
+    member's gradient does not depend on another member's weights."""
+    import tensorflow as tf
+
+    from tfllm.models.classifier import member_view
+    from tfllm.training.classify import ClassificationLoss
+
+    keras.utils.set_random_seed(6)
+    model = build_classifier(CONFIG, 3, members=2)
+    view = member_view(model)
+    ids, labels = padded(TEXTS, 8), tf.constant([0, 2, 1])
+    outputs = view(ids)
+    assert len(outputs) == 2 and member_view(build_classifier(CONFIG, 3)).name == "classifier"
+    loss = ClassificationLoss()
+    separate = [float(loss(m, labels)[0]) for m in outputs]
+    assert abs(float(loss(outputs, labels)[0]) - np.mean(separate)) < 1e-5
+
+    member_0 = model.get_layer("logits_m0").kernel
+
+    def gradient():
+        with tf.GradientTape() as tape:
+            value = loss(view(ids), labels)[0]
+        return tape.gradient(value, member_0).numpy()
+
+    before = gradient()
+    other = model.get_layer("logits_m1").kernel
+    other.assign(other.numpy() + 1.0)  # member 1 changes its mind
+    np.testing.assert_allclose(gradient(), before, atol=1e-7)
+
+
 def test_keras_file_round_trip_gives_equal_outputs(tmp_path):
     keras.utils.set_random_seed(3)
-    model = build_classifier(CONFIG, 3, pooling="cls")
+    model = build_classifier(CONFIG, 3, pooling="cls", members=2)
     path = tmp_path / "classifier.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)

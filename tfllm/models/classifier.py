@@ -1,6 +1,8 @@
 """build_classifier(config, num_classes): a transformer over token ids, pooled into one
 vector per text, and a linear head over the classes."""
 
+import re
+
 import keras
 from keras import ops
 
@@ -10,7 +12,7 @@ POOLINGS = ("mean", "max", "cls", "last")
 
 
 def build_classifier(config, num_classes, pooling="mean", causal=False, token_dropout=0.0,
-                     name="classifier"):
+                     members=1, name="classifier"):
     """Build a text classifier as a Functional `keras.Model`.
 
     Maps `token_ids (batch, seq)` int32 to float32 class logits `(batch, num_classes)`;
@@ -35,6 +37,11 @@ def build_classifier(config, num_classes, pooling="mean", causal=False, token_dr
         causal: GPT-style causal attention instead of bidirectional.
         token_dropout: while training, hide this share of each text's tokens from
             attention and pooling (word dropout: a strong regulariser on small data).
+        members: build an ensemble of this many classifiers over the same ids, each
+            with its own weights (layer names ending `_m0`, `_m1`, ...), whose logits
+            are the mean of their log-probabilities (`MemberAverage`). Trained in one
+            model, each member on its own loss (`member_view`); on small data the
+            average is steadier than any one member.
 
     Example:
 
@@ -53,41 +60,92 @@ def build_classifier(config, num_classes, pooling="mean", causal=False, token_dr
     if int(num_classes) < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}: give "
                          "training data with two or more labels")
-    init = keras.initializers.RandomNormal(stddev=0.02)
+    if int(members) < 1:
+        raise ValueError(f"an ensemble needs at least 1 member, got {members}")
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = ops.not_equal(token_ids, config.pad_id)  # (batch, seq)
+    if members == 1:
+        logits = _member(config, num_classes, pooling, causal, token_dropout, token_ids,
+                         padding_mask)
+    else:
+        logits = MemberAverage(name="members")(
+            [_member(config, num_classes, pooling, causal, token_dropout, token_ids,
+                     padding_mask, suffix=f"_m{i}") for i in range(members)])
+    return keras.Model(token_ids, logits, name=name)
 
+
+def _member(config, num_classes, pooling, causal, token_dropout, token_ids, padding_mask,
+            suffix=""):
+    """One classifier's layers (names ending in `suffix`) from ids to class logits."""
+    init = keras.initializers.RandomNormal(stddev=0.02)
     x = PositionalEmbedding(
         config.vocab_size, config.context_length, config.embed_dim,
         position_type=config.position_type, embeddings_initializer=init,
-        name="embedding")(token_ids, padding_mask=padding_mask)  # (batch, seq, embed)
-    x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+        name=f"embedding{suffix}")(token_ids, padding_mask=padding_mask)  # (batch, seq, embed)
+    x = keras.layers.Dropout(config.dropout, name=f"embedding_dropout{suffix}")(x)
     if token_dropout:
-        padding_mask = TokenDropout(token_dropout, name="token_dropout")(padding_mask)
+        padding_mask = TokenDropout(token_dropout, name=f"token_dropout{suffix}")(padding_mask)
     if pooling == "cls":
-        x, padding_mask = ClassToken(name="class_token")(x, padding_mask)  # (batch, 1 + seq, ...)
+        x, padding_mask = ClassToken(name=f"class_token{suffix}")(x, padding_mask)
     for i in range(config.num_layers):
         x = TransformerBlock(
             config.num_heads, config.intermediate_dim, dropout=config.dropout, causal=causal,
             layer_norm_epsilon=config.layer_norm_epsilon, use_bias=config.use_bias,
-            kernel_initializer=init, name=f"block_{i}")(x, padding_mask=padding_mask)
+            kernel_initializer=init, name=f"block_{i}{suffix}")(x, padding_mask=padding_mask)
     x = keras.layers.LayerNormalization(
-        epsilon=config.layer_norm_epsilon, name="final_norm")(x)
-    pooled = SequencePooling(pooling, name="pooling")(x, padding_mask)  # (batch, embed)
-    pooled = keras.layers.Dropout(config.dropout, name="head_dropout")(pooled)
+        epsilon=config.layer_norm_epsilon, name=f"final_norm{suffix}")(x)
+    pooled = SequencePooling(pooling, name=f"pooling{suffix}")(x, padding_mask)
+    pooled = keras.layers.Dropout(config.dropout, name=f"head_dropout{suffix}")(pooled)
     # float32 logits under mixed precision: the softmax and loss stay exact.
-    logits = keras.layers.Dense(num_classes, kernel_initializer=init, dtype="float32",
-                                name="logits")(pooled)
-    return keras.Model(token_ids, logits, name=name)
+    return keras.layers.Dense(num_classes, kernel_initializer=init, dtype="float32",
+                              name=f"logits{suffix}")(pooled)
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class MemberAverage(keras.layers.Layer):
+    """An ensemble's logits: the mean of its members' log-probabilities (the log of their
+    geometric mean, which softmax renormalises). Training goes through `member_view`
+    instead, each member on its own loss.
+
+    Call arguments:
+        inputs: a list of `(batch, classes)` logits, one per member.
+
+    Returns:
+        `(batch, classes)` float32 logits.
+    """
+
+    def call(self, inputs):
+        log_probs = [ops.log_softmax(ops.cast(x, "float32"), axis=-1) for x in inputs]
+        return ops.mean(ops.stack(log_probs, axis=0), axis=0)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+
+def member_view(model):
+    """The same weights as a Model whose outputs are each member's own logits (a list),
+    so that each member trains on its own cross-entropy, as independently trained
+    classifiers would (a loss on the averaged logits would instead move every member
+    by the ensemble's error, and they would stop learning once the average is right).
+    A single classifier is returned as it is."""
+    names = sorted((layer.name for layer in model.layers
+                    if re.fullmatch(r"logits_m\d+", layer.name)), key=lambda n: int(n[8:]))
+    if not names:
+        return model
+    return keras.Model(model.inputs, [model.get_layer(n).output for n in names],
+                       name=f"{model.name}_members")
 
 
 def copy_backbone_weights(classifier, gpt):
     """Load a GPT's embedding, blocks and final norm into a `causal=True` classifier
-    of the same config (the language-model head is left behind)."""
-    names = [layer.name for layer in classifier.layers
-             if layer.name in ("embedding", "final_norm") or layer.name.startswith("block_")]
-    for name in names:
-        classifier.get_layer(name).set_weights(gpt.get_layer(name).get_weights())
+    of the same config (into every member of an ensemble; the language-model head is
+    left behind). Returns the classifier layers loaded."""
+    names = []
+    for layer in classifier.layers:
+        source = re.sub(r"_m\d+$", "", layer.name)  # a member's layer: its GPT name
+        if source in ("embedding", "final_norm") or source.startswith("block_"):
+            layer.set_weights(gpt.get_layer(source).get_weights())
+            names.append(layer.name)
     return names
 
 

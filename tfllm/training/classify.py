@@ -28,7 +28,7 @@ from tfllm.data.classify import (class_weights, encode_array, encode_texts, labe
                                  label_vocabulary, read_examples, split_examples,
                                  token_counts)
 from tfllm.models import GPTConfig
-from tfllm.models.classifier import build_classifier, copy_backbone_weights
+from tfllm.models.classifier import build_classifier, copy_backbone_weights, member_view
 from tfllm.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints, restore_latest
@@ -54,6 +54,7 @@ class ClassifierInfo:
     seq_len: int = 128
     class_weights: list = None
     token_dropout: float = 0.0
+    members: int = 1
 
     def save(self, path):
         rd.write_json(path, {"task": "classify", **dataclasses.asdict(self)})
@@ -69,7 +70,7 @@ class ClassifierInfo:
         """The classifier's Keras model; always the same layers for the same info, so
         checkpoints restore into it (token dropout acts in training only)."""
         return build_classifier(config, len(self.labels), self.pooling, self.causal,
-                                self.token_dropout)
+                                self.token_dropout, self.members)
 
 
 class ClassificationLoss:
@@ -88,8 +89,11 @@ class ClassificationLoss:
         return tf.reduce_sum(self._weights(labels))
 
     def __call__(self, logits, labels):
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=tf.cast(logits, tf.float32))
+        """logits: (batch, classes), or a list of them (an ensemble's members, each
+        scored on its own: the loss is their mean)."""
+        members = logits if isinstance(logits, (list, tuple)) else [logits]
+        losses = tf.add_n([tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.cast(m, tf.float32)) for m in members]) / len(members)
         weights = self._weights(labels)
         return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
 
@@ -213,7 +217,7 @@ def prepare(options, run_dir, token_dropout=0.0):
         raise ValueError(f"--seq-len {seq_len} leaves no room for text: use 2 or more")
     info = ClassifierInfo(labels=labels, pooling=options.pooling, causal=bool(options.init),
                           seq_len=seq_len, class_weights=weights,
-                          token_dropout=float(token_dropout))
+                          token_dropout=float(token_dropout), members=options.members)
     _check_resumable(run_dir, config, info)
     return Prepared(
         config, info, tokenizer,
@@ -286,7 +290,7 @@ def train_classifier(options, log=print):
 
     model, optimizer = build_model_and_optimizer(
         options, strategy, lambda: prepared.info.build(prepared.config))
-    trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
+    trainer = Trainer(member_view(model), optimizer, strategy, pad_id=tokenizer.pad_id,
                       jit_compile=options.xla, grad_accum=options.grad_accum,
                       loss=ClassificationLoss(info.class_weights))
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
@@ -301,7 +305,9 @@ def train_classifier(options, log=print):
     majority = float(np.mean(prepared.y_val == np.bincount(prepared.y_train).argmax()))
     log(f"model: {'GPT from ' + options.init if options.init else options.preset + ' encoder'}"
         f", {model.count_params():,} parameters, {config.num_layers} layers x "
-        f"{config.embed_dim} wide, {info.pooling} pooling; {strategy.num_replicas_in_sync} "
+        f"{config.embed_dim} wide, {info.pooling} pooling"
+        + (f", an ensemble of {info.members}" if info.members > 1 else "")
+        + f"; {strategy.num_replicas_in_sync} "
         f"replica(s), {options.precision}, XLA {'on' if options.xla else 'off'}; "
         f"majority-class validation accuracy {majority:.4f}")
 
@@ -388,7 +394,7 @@ class BestWeights:
     own checkpoint directory with the step and scores beside them (best.json)."""
 
     def __init__(self, directory, model, chief=True):
-        self.directory, self.chief = directory, chief
+        self.directory, self.chief, self.model = directory, chief, model
         self.checkpoint = tf.train.Checkpoint(model=model)
         self.step, self.key = 0, None
         self._weights = None  # a worker keeps them in memory instead
@@ -509,7 +515,7 @@ def train_loop(trainer, train_ds, prepared, options, checkpoints, best, logs, lo
             rate = len(pending) * options.batch_size / max(time.time() - window, 1e-9)
             scores = {}
             if evaluate:
-                scores = validation_scores(trainer.model, prepared.x_val, prepared.y_val,
+                scores = validation_scores(best.model, prepared.x_val, prepared.y_val,
                                            num_classes, prepared.tokenizer.pad_id)
                 if best.offer(step, scores):
                     stale = 0

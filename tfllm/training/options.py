@@ -24,6 +24,7 @@ class TrainOptions:
     class_weights: bool = False         # classify: weigh classes by inverse frequency
     token_dropout: float = 0.0          # classify: drop this share of tokens in training
     patience: int = 0                   # classify: stop after N evaluations without gain
+    members: int = 1                    # classify: an ensemble of this many classifiers
     text_column: str = "text"           # classify: CSV/JSONL column names
     label_column: str = "label"
     overrides: dict = dataclasses.field(default_factory=dict)  # GPTConfig fields
@@ -74,6 +75,10 @@ class TrainOptions:
             raise ValueError(f"--task {self.task} needs --data FILE (no built-in default)")
         if not 0.0 <= self.token_dropout < 1.0:
             raise ValueError(f"--token-dropout must be in [0, 1), got {self.token_dropout}")
+        if self.members < 1:
+            raise ValueError(f"--members must be 1 or more, got {self.members}")
+        if self.members > 1 and self.task != "classify":
+            raise ValueError("--members applies to --task classify only: drop it")
         if self.patience < 0:
             raise ValueError(f"--patience must be 0 (off) or positive, got {self.patience}")
         if self.pooling not in POOLINGS:
