@@ -7,7 +7,7 @@
 Both train on each set's train.tsv, choose on valid.tsv (the baseline its C, tfllm its
 best checkpoint and early stop) and are scored once on test.tsv. The baseline uses word
 1-2-grams for English and character 1-3-grams for Chinese (no word segmentation). Sized
-for 2 CPU cores: about 20 minutes for the three sets on a quiet machine (the table shows
+for 2 CPU cores: about 10 minutes for the three sets on a quiet machine (the table shows
 wall and CPU seconds; other load on the machine stretches the wall time).
 """
 
