@@ -435,11 +435,14 @@ class GPT2Tokenizer(Tokenizer):
                     else p.encode() for p in pieces]
         self._surfaces = tf.constant(surfaces + [p.encode() for p in added], tf.string)
 
+    @property
+    def _gpt2_vocabulary(self):
+        """{piece: id} of GPT-2's own pieces (without the added ones): vocab.json."""
+        return {p: i for i, p in enumerate(self._pieces[:len(self._pieces) - len(self.added)])}
+
     def with_added(self, pieces):
         """This tokenizer with `pieces` added after its own (a new tokenizer)."""
-        base = self._pieces[:len(self._pieces) - len(self.added)]
-        return GPT2Tokenizer({p: i for i, p in enumerate(base)}, self.merges,
-                             self.added + tuple(pieces))
+        return GPT2Tokenizer(self._gpt2_vocabulary, self.merges, self.added + tuple(pieces))
 
     @classmethod
     def from_files(cls, vocab_file, merges_file, added=()):
@@ -548,8 +551,7 @@ class GPT2Tokenizer(Tokenizer):
         return tf.strings.reduce_join(ids.with_flat_values(surfaces), axis=-1)
 
     def _save_files(self, directory):
-        base = self._pieces[:len(self._pieces) - len(self.added)]
-        text = json.dumps({p: i for i, p in enumerate(base)}, ensure_ascii=False)
+        text = json.dumps(self._gpt2_vocabulary, ensure_ascii=False)
         _write_atomic(directory / "vocab.json", text.encode("utf-8"))
         lines = "#version: 0.2\n" + "".join(m + "\n" for m in self.merges)
         _write_atomic(directory / "merges.txt", lines.encode("utf-8"))
