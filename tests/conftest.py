@@ -19,6 +19,15 @@ TINY_FLAGS = ["--vocab-size", "400", "--num-layers", "2", "--embed-dim", "64",
               "--checkpoint-every", "30", "--sample-tokens", "8", "--dropout", "0"]
 
 
+def one_error_line(result):
+    """The single `error: ...` line of a CLI run that refused its input with exit code 2
+    (asserting that it did)."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
 def run_cli(script, *args, cwd, timeout=600):
     """Run a top-level CLI the way a user does; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

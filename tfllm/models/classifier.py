@@ -128,11 +128,11 @@ def member_view(model):
     classifiers would (a loss on the averaged logits would instead move every member
     by the ensemble's error, and they would stop learning once the average is right).
     A single classifier is returned as it is."""
-    names = sorted((layer.name for layer in model.layers
-                    if re.fullmatch(r"logits_m\d+", layer.name)), key=lambda n: int(n[8:]))
-    if not names:
+    heads = {int(match[1]): layer for layer in model.layers
+             if (match := re.fullmatch(r"logits_m(\d+)", layer.name))}
+    if not heads:
         return model
-    return keras.Model(model.inputs, [model.get_layer(n).output for n in names],
+    return keras.Model(model.inputs, [heads[i].output for i in sorted(heads)],
                        name=f"{model.name}_members")
 
 

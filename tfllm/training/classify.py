@@ -418,12 +418,12 @@ class BestWeights:
             rd.write_json(os.path.join(self.directory, "best.json"),
                           {"step": step, "key": list(key), **scores})
         else:
-            self._weights = self.checkpoint.model.get_weights()
+            self._weights = self.model.get_weights()
         return True
 
     def restore(self):
         if not self.chief and self._weights is not None:
-            self.checkpoint.model.set_weights(self._weights)
+            self.model.set_weights(self._weights)
         elif self.chief and self.key is not None:
             restore_latest(self.checkpoint, self.directory, warn=_warn, partial=True)
 
