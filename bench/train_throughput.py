@@ -13,6 +13,11 @@ clipping) and the token cross-entropy, one training step at a time:
                      Keras compile(jit_compile=True) + train_on_batch
     keras-hub        the same, jit_compile=False
     tfllm in Keras   build_gpt in keras-hub's harness (jit_compile=True): the model alone
+    matmuls alone    a bound, not a model: the step's matrix products alone (each layer's
+                     qkv, attention scores and mix, output and feed-forward products, the
+                     tied head) forward and backward with XLA, without norms, softmax,
+                     GELU, embedding lookup, loss or optimizer. No implementation of
+                     these dimensions that multiplies the same matrices runs faster here.
 
 Random weights, no download. The contenders alternate round by round; each number is the
 median over rounds, and the ratio to keras-hub XLA the median of the per-round ratios (the
@@ -45,7 +50,8 @@ CONFIGS = {
     "small": dict(vocab_size=8192, context_length=256, num_layers=6, num_heads=6,
                   embed_dim=384, batch=8),
 }
-CONTENDERS = ("tfllm", "tfllm no-XLA", "keras-hub XLA", "keras-hub", "tfllm in Keras")
+CONTENDERS = ("tfllm", "tfllm no-XLA", "keras-hub XLA", "keras-hub", "tfllm in Keras",
+              "matmuls alone")
 BASELINE = "keras-hub XLA"
 LR, WEIGHT_DECAY, CLIP = 1e-4, 0.1, 1.0
 
@@ -66,6 +72,35 @@ def batch_tensors(c, seed=0):
     return tf.constant(ids[:, :-1], tf.int32), tf.constant(ids[:, 1:], tf.int32)
 
 
+def matmul_floor_step(c):
+    """One step of the bound: the model's matrix products, forward and backward, alone."""
+    import tensorflow as tf
+
+    batch, seq, d = c["batch"], c["context_length"], c["embed_dim"]
+    heads = (batch, seq, c["num_heads"], d // c["num_heads"])
+    init = tf.random.Generator.from_seed(0)
+    layers = [[tf.Variable(init.normal(shape) * 0.02)
+               for shape in ((d, 3 * d), (d, d), (d, 4 * d), (4 * d, d))]
+              for _ in range(c["num_layers"])]
+    table = tf.Variable(init.normal((c["vocab_size"], d)) * 0.02)
+    variables = [v for layer in layers for v in layer] + [table]
+    x0 = init.normal((batch * seq, d))
+
+    @tf.function(jit_compile=True)
+    def step():
+        with tf.GradientTape() as tape:
+            x = x0
+            for qkv, out, ffn_in, ffn_out in layers:
+                q, k, v = (tf.reshape(part, heads) for part in tf.split(x @ qkv, 3, axis=-1))
+                mixed = tf.einsum("bhts,bshd->bthd", tf.einsum("bthd,bshd->bhts", q, k), v)
+                x = x + tf.reshape(mixed, (batch * seq, d)) @ out
+                x = x + (x @ ffn_in) @ ffn_out
+            total = tf.reduce_sum(tf.matmul(x, table, transpose_b=True))
+        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(total, variables)])
+
+    return step
+
+
 def make_step(name, c):
     """A zero-argument function that runs one training step; float() of what it returns
     waits for the step. tfllm's step returns its loss tensor without waiting (train.py
@@ -76,6 +111,8 @@ def make_step(name, c):
 
     from tfllm.models import GPTConfig, build_gpt
 
+    if name == "matmuls alone":
+        return matmul_floor_step(c)
     keras.utils.set_random_seed(0)
     x, y = batch_tensors(c)
     config = GPTConfig(vocab_size=c["vocab_size"], context_length=c["context_length"],

@@ -12,6 +12,7 @@ from keras import ops
 from helpers import dtype_of, to_numpy
 
 from tfllm.layers import MultiHeadSelfAttention, make_attention_mask
+from tfllm.layers.attention import causal_blocks
 
 # The same small shapes in every layer and model test: eager JAX compiles each op once
 # per shape, so shared shapes keep the JAX run fast.
@@ -165,6 +166,81 @@ def test_matches_numpy_reference(causal, padding_mask, path):
     outputs = layer(x, padding_mask=padding_mask, training=path == "training")
     expected = reference_for(layer, x, padding_mask=padding_mask)
     np.testing.assert_allclose(to_numpy(outputs), expected, **TOL)
+
+
+def test_causal_blocks_rule():
+    assert [causal_blocks(n) for n in (None, 8, 64, 127, 128, 130, 256, 512, 258)] == \
+        [1, 1, 1, 1, 2, 2, 4, 4, 2]
+
+
+def long_padding_mask(length):
+    """Two rows: right padding, and holes, both with a real first token."""
+    mask = np.ones((BATCH, length), "int32")
+    mask[0, length * 3 // 5:] = 0
+    mask[1, 1::7] = 0
+    return mask
+
+
+@pytest.mark.parametrize("length", [128, 256], ids=["2-blocks", "4-blocks"])
+@pytest.mark.parametrize("padded", [False, True], ids=["causal", "causal+padding"])
+def test_long_causal_pass_matches_numpy_reference(length, padded):
+    # From 128 tokens TensorFlow runs a causal pass in query blocks
+    # (block_causal_attention); the result is that of the whole square.
+    layer = built_layer(causal=True)
+    x = random_inputs(seed=8, shape=(BATCH, length, HIDDEN))
+    padding_mask = long_padding_mask(length) if padded else None
+    outputs = layer(x, padding_mask=padding_mask)
+    expected = reference_for(layer, x, padding_mask=padding_mask)
+    np.testing.assert_allclose(to_numpy(outputs), expected, **TOL)
+
+
+def test_long_causal_pass_in_float16_matches_float32():
+    # The blocks' mask bias must stay finite once Keras casts it to float16: a -inf bias
+    # turns a query that sees no key (left padding) into NaN, as the whole square's
+    # finite mask value does not.
+    length = 256
+    reference = built_layer(causal=True)
+    x = random_inputs(seed=10, shape=(BATCH, length, HIDDEN)) * 0.5
+    padding_mask = long_padding_mask(length)
+    padding_mask[1, :5] = 0  # left padding: the first five queries of row 1 see nothing
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = built_layer(causal=True)
+        layer.set_weights(reference.get_weights())
+        outputs = to_numpy(layer(x, padding_mask=padding_mask)).astype("float32")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(outputs).all()
+    expected = to_numpy(reference(x, padding_mask=padding_mask))
+    sees_a_key = np.ones((BATCH, length), bool)
+    sees_a_key[1, :5] = False
+    np.testing.assert_allclose(outputs[sees_a_key], expected[sees_a_key], atol=0.05, rtol=0.02)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="query blocks are a TensorFlow-only route")
+def test_block_causal_gradients_match_the_whole_square():
+    import tensorflow as tf
+
+    # An explicit attention mask takes the whole-square route with the same mask.
+    length = 256
+    layer = built_layer(causal=True)
+    x = tf.constant(random_inputs(seed=9, shape=(BATCH, length, HIDDEN)))
+    padding_mask = long_padding_mask(length)
+    whole_mask = np.tril(np.ones((length, length), bool))[None] & \
+        padding_mask.astype(bool)[:, None, :]
+
+    def gradients(**masks):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.sin(layer(x, **masks)))
+        return tape.gradient(loss, [x] + layer.trainable_variables)
+
+    # atol: the key bias's exact gradient is zero (a shift shared by every key leaves the
+    # softmax unchanged), so both routes hold only round-off there, summed over 512 rows.
+    for blocked, whole in zip(gradients(padding_mask=padding_mask),
+                              gradients(attention_mask=whole_mask), strict=True):
+        np.testing.assert_allclose(blocked.numpy(), whole.numpy(), rtol=1e-5, atol=1e-4)
 
 
 def test_explicit_attention_mask_replaces_causal_and_padding_masks():

@@ -46,6 +46,46 @@ def write_to_cache(cache, update, index):
     return ops.scatter_update(cache, ops.stack([rows, slots], axis=1), flat_update)
 
 
+def causal_blocks(length):
+    """How many query blocks `block_causal_attention` splits a causal pass of `length`
+    tokens into: 4 from 256 tokens, 2 from 128, else 1 (the whole square). Measured on
+    a 2-core CPU (6 layers x 384, a whole XLA training step): 4-5% faster at 128, 256
+    and 512 tokens; 8 blocks at 512, or 4 at 128, lose to the cost of more, smaller
+    products, and at 64 tokens no split pays."""
+    if length is None:
+        return 1
+    for blocks, shortest in ((4, 256), (2, 128)):
+        if length >= shortest and length % blocks == 0:
+            return blocks
+    return 1
+
+
+# Bias where a query must not look: exp() of it is 0 in float32 beside any real score,
+# and it stays finite in float16 (max 65504), where Keras casts the bias first.
+MASKED_BIAS = -3e4
+
+
+def block_causal_attention(query, key, value, blocks, padding_mask=None):
+    """Causal attention of `(batch, seq, heads, head_dim)` inputs, computed in `blocks`
+    slices of the queries: slice i reads only the keys up to its own end, so the score
+    blocks above the diagonal, which the causal mask would zero anyway, are never
+    computed (with 4 blocks, 6 of 16). The mask enters as an additive bias, which XLA
+    fuses into the softmax; every query that sees at least one key gets the whole
+    square's result."""
+    batch, length = ops.shape(query)[0], query.shape[1]
+    size = length // blocks
+    outputs = []
+    for i in range(blocks):
+        start, end = i * size, (i + 1) * size
+        allowed = make_attention_mask(
+            batch, size, end, causal=True, cache_index=start,
+            padding_mask=None if padding_mask is None else padding_mask[:, :end])
+        bias = ops.where(allowed, 0.0, MASKED_BIAS)[:, None]  # (batch, 1, size, end)
+        outputs.append(ops.dot_product_attention(
+            query[:, start:end], key[:, :end], value[:, :end], bias=bias))
+    return ops.concatenate(outputs, axis=1)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class MultiHeadSelfAttention(keras.layers.Layer):
     """Multi-head scaled dot-product self-attention.
@@ -53,7 +93,9 @@ class MultiHeadSelfAttention(keras.layers.Layer):
     Queries, keys and values come from one fused projection (the GPT-2 layout), the
     heads are mixed by an output projection. Attention runs through
     `keras.ops.dot_product_attention` (its causal mode when nothing else is masked);
-    the softmax is computed in float32 even under mixed precision.
+    the softmax is computed in float32 even under mixed precision. On TensorFlow a
+    causal pass of 128 tokens or more without a cache runs in query blocks that skip
+    the score blocks the causal mask zeroes (`block_causal_attention`).
 
     Args:
         num_heads: number of attention heads; must divide the input width.
@@ -129,23 +171,38 @@ class MultiHeadSelfAttention(keras.layers.Layer):
             value = write_to_cache(value_cache, value, cache_index)
             cache = (key, value)  # (batch, max_len, heads, head_dim)
 
+        outputs = self._attend(query, key, value, padding_mask, attention_mask,
+                               cached=cache is not None, cache_index=cache_index,
+                               training=training)
+        outputs = ops.reshape(outputs, (batch, length, self.num_heads * self.head_dim))
+        outputs = self.output_dense(outputs)
+        return outputs if cache is None else (outputs, cache)
+
+    def _attend(self, query, key, value, padding_mask, attention_mask, cached, cache_index,
+                training):
+        """`(batch, seq, heads, head_dim)` attention outputs, by the cheapest exact route."""
+        dropout_active = bool(training) and self.dropout > 0
+        if (self.causal and not cached and attention_mask is None and not dropout_active
+                and keras.backend.backend() == "tensorflow"):
+            # TensorFlow's dot_product_attention computes the whole score square; JAX's
+            # may be a fused kernel, which slicing by hand would only slow down.
+            blocks = causal_blocks(query.shape[1])
+            if blocks > 1:
+                return block_causal_attention(query, key, value, blocks, padding_mask)
+
+        batch, length = ops.shape(query)[0], ops.shape(query)[1]
         mask = attention_mask
-        if mask is None and (cache is not None or padding_mask is not None or not self.causal):
+        if mask is None and (cached or padding_mask is not None or not self.causal):
             mask = make_attention_mask(batch, length, ops.shape(key)[1], causal=self.causal,
                                   padding_mask=padding_mask, cache_index=cache_index)
         use_fused_causal = mask is None  # plain causal pass: the fused op's own mask
         if mask is not None:
             mask = ops.expand_dims(ops.cast(mask, "bool"), 1)  # (batch, 1, seq, key_len)
-
-        if training and self.dropout > 0:
-            outputs = self._attend_with_dropout(query, key, value, mask, training)
-        else:
-            outputs = ops.dot_product_attention(
-                query, ops.cast(key, query.dtype), ops.cast(value, query.dtype),
-                mask=mask, is_causal=use_fused_causal)
-        outputs = ops.reshape(outputs, (batch, length, self.num_heads * self.head_dim))
-        outputs = self.output_dense(outputs)
-        return outputs if cache is None else (outputs, cache)
+        if dropout_active:
+            return self._attend_with_dropout(query, key, value, mask, training)
+        return ops.dot_product_attention(
+            query, ops.cast(key, query.dtype), ops.cast(value, query.dtype),
+            mask=mask, is_causal=use_fused_causal)
 
     def _attend_with_dropout(self, query, key, value, mask, training):
         # The fused op has no dropout, so training with attention dropout spells it out.
