@@ -33,21 +33,21 @@ BASELINE_C = (1.0, 4.0, 16.0)
 COMMON = dict(batch_size=32, warmup_steps=100, weight_decay=0.1, eval_every=150,
               log_every=150, checkpoint_every=100_000, pooling="mean", members=5)
 RECIPES = {
-    "sst2": dict(overrides=dict(vocab_size=8000, num_layers=1, embed_dim=64, num_heads=2,
-                                dropout=0.3), steps=1500, lr=2e-3),
-    "ag_news": dict(overrides=dict(vocab_size=8000, num_layers=1, embed_dim=64, num_heads=2,
-                                   dropout=0.3), steps=1500, lr=2e-3),
+    "sst2": dict(vocab_size=8000, num_layers=1, embed_dim=64, num_heads=2, dropout=0.3,
+                 steps=1500, lr=2e-3),
+    "ag_news": dict(vocab_size=8000, num_layers=1, embed_dim=64, num_heads=2, dropout=0.3,
+                    steps=1500, lr=2e-3),
     # Headlines are short: twice the steps cost what AG News's long texts do; a smaller
     # vocabulary keeps most pieces single characters, as the baseline's n-grams are.
-    "thucnews": dict(overrides=dict(vocab_size=5000, num_layers=1, embed_dim=64,
-                                    num_heads=2, dropout=0.3), steps=3000, lr=2e-3),
+    "thucnews": dict(vocab_size=5000, num_layers=1, embed_dim=64, num_heads=2, dropout=0.3,
+                     steps=3000, lr=2e-3),
 }
 TOKEN_DROPOUT = 0.2
 PATIENCE = 4  # evaluations without a better validation accuracy
 
 
 def read_split(path):
-    from tfllm.data.classify import read_examples
+    from tfllm.tasks.classify.data import read_examples
 
     return read_examples(path)
 
@@ -82,16 +82,17 @@ def baseline(train, val, test, chinese):
 def tfllm_run(name, directory, work, log):
     """Train tfllm's classifier and score it on test: (accuracy, macro-F1, wall s, CPU s,
     validation accuracy, best step)."""
-    from tfllm.classification_report import classification_metrics
-    from tfllm.data.classify import label_ids
-    from tfllm.training.classify import load_classifier, train_classifier
-    from tfllm.training.options import TrainOptions
+    from tfllm.tasks.classify.data import label_ids
+    from tfllm.tasks.classify.model import load_classifier
+    from tfllm.tasks.classify.options import ClassifyOptions
+    from tfllm.tasks.classify.report import classification_metrics
+    from tfllm.tasks.classify.train import train_classifier
 
     recipe = {**COMMON, **RECIPES[name]}
-    options = TrainOptions(task="classify", data=os.path.join(directory, "train.tsv"),
-                           val=os.path.join(directory, "valid.tsv"), name=name,
-                           runs_dir=os.path.join(work, "runs"), export=False,
-                           patience=PATIENCE, token_dropout=TOKEN_DROPOUT, **recipe)
+    options = ClassifyOptions(data=os.path.join(directory, "train.tsv"),
+                              val=os.path.join(directory, "valid.tsv"), name=name,
+                              runs_dir=os.path.join(work, "runs"), export=False,
+                              patience=PATIENCE, token_dropout=TOKEN_DROPOUT, **recipe)
     wall, cpu = time.time(), time.process_time()
     result = train_classifier(options, log=log)
     wall, cpu = time.time() - wall, time.process_time() - cpu

@@ -21,9 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv=None):
-    from tfllm.training.options import TrainOptions
+    from tfllm.tasks.lm.options import LMOptions
 
-    default = TrainOptions()
+    default = LMOptions()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--preset", default=default.preset)
@@ -34,16 +34,16 @@ def main(argv=None):
     from tfllm.cli import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    from tfllm.training.pretrain import pretrain
+    from tfllm.tasks.lm.train import pretrain
 
     precisions = args.precisions.split(",")
     runs, times = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for precision in precisions:
-            options = TrainOptions(preset=args.preset, steps=args.steps, precision=precision,
-                                   log_every=args.log_every, name=precision,
-                                   runs_dir=os.path.join(tmp, "runs"), export=False,
-                                   sample_tokens=8, strategy="default")
+            options = LMOptions(preset=args.preset, steps=args.steps, precision=precision,
+                                log_every=args.log_every, name=precision,
+                                runs_dir=os.path.join(tmp, "runs"), export=False,
+                                sample_tokens=8, strategy="default")
             start = time.time()
             runs[precision] = pretrain(options, log=lambda message: None)
             times[precision] = time.time() - start

@@ -28,6 +28,18 @@ def one_error_line(result):
     return lines[0]
 
 
+def refused(main, *argv, capsys):
+    """The single `error: ...` line of a CLI's `main(argv)` run in this process that
+    refused its input with exit code 2 (asserting that it did): refusals need no
+    subprocess, since they happen before any work."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
 def run_cli(script, *args, cwd, timeout=600):
     """Run a top-level CLI the way a user does; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -147,7 +147,7 @@ def test_models_config_lists_every_exported_model(trained_run, tmp_path):
     assert all(c.model_version_policy.latest.num_versions == 2 for c in entries)
     assert sorted(os.listdir(models)) == ["a", "b", "empty", "models.config"]  # no temp file
 
-    from tfllm.export import models_config_text
+    from tfllm.savedmodel.tf_serving import models_config_text
 
     specific = text_format.Parse(models_config_text(str(models), version_policy="specific:1,3"),
                                  model_server_config_pb2.ModelServerConfig())

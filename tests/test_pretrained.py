@@ -229,7 +229,7 @@ def test_greedy_generation_equals_keras_hub(gpt2, tokenizer):
 
 def test_exported_saved_model_serves_the_imported_model(gpt2, tokenizer, tmp_path):
     """export_model as for a native run: the pad id pads, the pad rows take no probability."""
-    from tfllm.export import export_model
+    from tfllm.savedmodel.gpt import export_model
 
     model, _, config = load_gpt2(gpt2["hf_dir"])
     path = export_model(model, tokenizer, config, str(tmp_path / "gpt2"), max_new_tokens=5)

@@ -21,6 +21,7 @@ import sys
 
 from tfllm.cli import exit_code, import_tensorflow_quietly
 from tfllm.quiet import quiet_stderr
+from tfllm.tasks import require
 
 HELP = "commands: /reset (forget the conversation), /exit (or Ctrl-D) to leave"
 
@@ -150,15 +151,11 @@ def reply_length(asked, context_length):
     return asked
 
 
-def model_kind(path):
-    """SavedModelChat or RunChat, by what `path` holds (checked before TF loads)."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return SavedModelChat
-    if os.path.exists(os.path.join(path, "config.json")):
-        return RunChat
-    raise FileNotFoundError(
-        f"'{path}' is neither a run directory (config.json) nor a SavedModel "
-        "(saved_model.pb): give runs/NAME or saved_models/NAME/VERSION")
+def chat_for(path):
+    """SavedModelChat or RunChat for `path`, refused in one line (before TensorFlow loads)
+    when its task's models do not hold the chat format (a classifier)."""
+    require(path, "chat", lambda task: task.chats)
+    return SavedModelChat if os.path.exists(os.path.join(path, "saved_model.pb")) else RunChat
 
 
 def write(text):
@@ -225,7 +222,7 @@ def main(argv=None):
     def run():
         if args.prompt is not None and not args.prompt.strip():
             raise ValueError("--prompt is empty: give the message to answer")
-        kind = model_kind(args.model)
+        kind = chat_for(args.model)
         import_tensorflow_quietly()  # before tfllm.generation imports TensorFlow
         from tfllm.generation import check_generation_args
 

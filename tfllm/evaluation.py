@@ -89,9 +89,12 @@ def load_for_evaluation(path):
 
 
 def heldout_texts(train_options, data=None):
-    """The text to score: `data` whole if given, else the run's own validation split."""
+    """The text to score: `data` whole if given, else the run's own validation text (its
+    --val, or the share of its --data held out)."""
     if data:
         return read_texts(data)
+    if train_options.get("val"):
+        return read_texts(train_options["val"])
     source = train_options.get("data")
     texts = read_texts(source) if source else default_corpus()
     return split_texts(texts, train_options.get("val_fraction", 0.1))[1]

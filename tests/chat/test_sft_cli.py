@@ -19,7 +19,7 @@ def listing(root):
 
 
 def test_sft_learns_the_replies_and_writes_a_run_directory(trained_run, tmp_path):
-    from tfllm.training.sft import compare_runs
+    from tfllm.tasks.sft.evaluate import compare_runs
 
     base_run = trained_run[1]
     data = write_jsonl(tmp_path / "chat.jsonl", make_conversations(48))

@@ -1,4 +1,4 @@
-"""tfllm.data.sft: reading and checking JSONL conversations, the loss mask in the
+"""tfllm.tasks.sft.data: reading and checking JSONL conversations, the loss mask in the
 targets, truncation and packing, with a real SentencePiece tokenizer."""
 
 import json
@@ -50,7 +50,7 @@ def tokenizer(corpus_file):
 
 
 def test_reads_both_row_forms_and_skips_blank_lines(tmp_path):
-    from tfllm.data.sft import read_conversations
+    from tfllm.tasks.sft.data import read_conversations
 
     path = write_jsonl(tmp_path / "chat.jsonl", make_conversations(8))
     path.write_text(path.read_text() + "\n   \n", encoding="utf-8")
@@ -71,7 +71,7 @@ def test_reads_both_row_forms_and_skips_blank_lines(tmp_path):
     ('[1, 2]', "line 3: expected a JSON object"),
 ])
 def test_a_bad_row_names_file_and_line(tmp_path, line, expected):
-    from tfllm.data.sft import read_conversations
+    from tfllm.tasks.sft.data import read_conversations
 
     path = tmp_path / "bad.jsonl"
     good = json.dumps(make_conversations(1)[0])
@@ -83,7 +83,7 @@ def test_a_bad_row_names_file_and_line(tmp_path, line, expected):
 
 
 def test_empty_and_missing_files_are_refused(tmp_path):
-    from tfllm.data.sft import read_conversations
+    from tfllm.tasks.sft.data import read_conversations
 
     (tmp_path / "empty.jsonl").write_text("\n\n")
     with pytest.raises(ValueError, match="holds no conversations"):
@@ -93,7 +93,7 @@ def test_empty_and_missing_files_are_refused(tmp_path):
 
 
 def test_held_out_share_is_deterministic_and_disjoint():
-    from tfllm.data.sft import split_conversations
+    from tfllm.tasks.sft.data import split_conversations
 
     conversations = [[{"role": "assistant", "content": str(i)}] for i in range(50)]
     train, val = split_conversations(conversations, 0.2)
@@ -106,7 +106,7 @@ def test_held_out_share_is_deterministic_and_disjoint():
 
 
 def test_targets_hold_only_assistant_tokens_and_their_end(tokenizer):
-    from tfllm.data.sft import targets_of
+    from tfllm.tasks.sft.data import targets_of
 
     tokens = ChatTokens(tokenizer)
     messages = [{"role": "system", "content": "Be brief."},
@@ -139,7 +139,7 @@ def _trainer(tokenizer):
 def test_loss_ignores_system_user_and_padding_targets(tokenizer):
     """What the train loop scores: changing every non-assistant target (system, user,
     markers) or adding padding leaves the loss unchanged; an assistant target does not."""
-    from tfllm.data.sft import sft_dataset, targets_of
+    from tfllm.tasks.sft.data import sft_dataset, targets_of
 
     trainer, _ = _trainer(tokenizer)
     messages = [{"role": "system", "content": "You answer questions about colours."},
@@ -169,7 +169,7 @@ def test_loss_ignores_system_user_and_padding_targets(tokenizer):
 
 
 def test_long_conversations_keep_whole_turns_from_the_start(tokenizer):
-    from tfllm.data.sft import encode_conversations
+    from tfllm.tasks.sft.data import encode_conversations
 
     short = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]
     long_tail = short + [{"role": "user", "content": "Tell me more. " * 20},
@@ -187,7 +187,7 @@ def test_long_conversations_keep_whole_turns_from_the_start(tokenizer):
 
 def test_packing_keeps_conversations_whole_and_every_learned_token(tokenizer):
     from tfllm.chat_format import messages_from_row
-    from tfllm.data.sft import encode_conversations, pack_rows
+    from tfllm.tasks.sft.data import encode_conversations, pack_rows
 
     rows = make_conversations(30)
     examples, _ = encode_conversations(tokenizer, [messages_from_row(r) for r in rows], 65)

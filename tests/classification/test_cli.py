@@ -103,7 +103,7 @@ def test_saved_model_in_a_fresh_process_labels_raw_text_like_the_run(zh_run, zh_
     get the labels (and probabilities) the in-process model gives them."""
     import numpy as np
 
-    from tfllm.training.classify import load_classifier
+    from tfllm.tasks.classify.model import load_classifier
 
     work, run_dir, saved_model, _ = zh_run
     headlines = [line.split("\t", 1)[1] for line in

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tfllm.data.classify import (class_weights, encode_texts, label_ids, label_vocabulary,
+from tfllm.tasks.classify.data import (class_weights, encode_texts, label_ids, label_vocabulary,
                                  read_examples, split_examples)
 
 ROWS = [("pos", "a fine film, really"), ("neg", "dull\tand long"), ("pos", "电影很好看")]
@@ -67,7 +67,7 @@ def test_label_vocabulary_sorts_numbers_as_numbers():
 
 
 def read_examples_from(rows):
-    from tfllm.data.classify import Example
+    from tfllm.tasks.classify.data import Example
 
     return [Example(label, text, f"mem:{i + 1}") for i, (label, text) in enumerate(rows)]
 

@@ -102,7 +102,7 @@ def test_ensemble_members_train_on_their_own_losses():
     import tensorflow as tf
 
     from tfllm.models.classifier import member_view
-    from tfllm.training.classify import ClassificationLoss
+    from tfllm.tasks.classify.model import ClassificationLoss
 
     keras.utils.set_random_seed(6)
     model = build_classifier(CONFIG, 3, members=2)
@@ -142,7 +142,7 @@ def test_weighted_loss_and_gradient_accumulation_in_the_train_loop():
     mean cross-entropy, and two micro-batches give the same update as one batch."""
     import tensorflow as tf
 
-    from tfllm.training.classify import ClassificationLoss
+    from tfllm.tasks.classify.model import ClassificationLoss
     from tfllm.training.loop import Trainer
     from tfllm.training.optimizer import build_optimizer
 

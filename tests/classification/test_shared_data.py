@@ -14,14 +14,14 @@ def thucnews():
     if not (THUCNEWS / "train.tsv").exists():
         pytest.skip(f"shared data not found at {THUCNEWS}: the THUCNews check needs "
                     "../shared/data (see its README)")
-    from tfllm.data.classify import read_examples
+    from tfllm.tasks.classify.data import read_examples
 
     return {split: read_examples(str(THUCNEWS / f"{split}.tsv"))
             for split in ("train", "valid", "test")}
 
 
 def test_every_thucnews_row_reads_with_the_ten_labels(thucnews):
-    from tfllm.data.classify import label_ids, label_vocabulary
+    from tfllm.tasks.classify.data import label_ids, label_vocabulary
 
     assert {k: len(v) for k, v in thucnews.items()} == {"train": 8998, "valid": 1002,
                                                         "test": 10000}
@@ -34,7 +34,7 @@ def test_sentencepiece_encodes_chinese_headlines_exactly(thucnews):
     import numpy as np
     import tensorflow as tf
 
-    from tfllm.data.classify import encode_texts
+    from tfllm.tasks.classify.data import encode_texts
     from tfllm.tokenizers import SentencePieceTokenizer
 
     tokenizer = SentencePieceTokenizer.train([e.text for e in thucnews["train"]],

@@ -42,9 +42,9 @@ def train_steps(x, y, *, batch=8, strategy="default", grad_accum=1, clip_norm=1.
     import tensorflow as tf
 
     from tfllm.models import GPTConfig, build_gpt
+    from tfllm.training.build import build_model_and_optimizer
     from tfllm.training.loop import Trainer
     from tfllm.training.options import TrainOptions
-    from tfllm.training.pretrain import build_model_and_optimizer
     from tfllm.training.strategy import resolve_strategy
 
     steps = len(x) // batch

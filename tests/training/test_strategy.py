@@ -82,8 +82,8 @@ def test_explicit_choices_and_their_errors(env):
 
 
 def test_the_global_batch_must_split_over_the_replicas():
+    from tfllm.training.build import check_batch
     from tfllm.training.options import TrainOptions
-    from tfllm.training.pretrain import check_batch
 
     check_batch(TrainOptions(batch_size=8, grad_accum=2), replicas=2)
     with pytest.raises(ValueError, match="--batch-size 6 is not divisible by the 4 replicas"):

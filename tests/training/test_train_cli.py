@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import TINY_FLAGS, one_error_line, run_cli
+from conftest import TINY_FLAGS, refused, run_cli
 
 
 def test_run_directory_holds_every_output(trained_run):
@@ -50,7 +50,10 @@ def test_same_seed_gives_the_same_loss_curve(tmp_path, corpus_file):
 
 @pytest.mark.parametrize("case", ["missing", "empty", "binary", "latin1", "seq_len",
                                   "sample_tokens"])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, monkeypatch, capsys, case):
+    import train
+
+    monkeypatch.chdir(tmp_path)
     data = tmp_path / "data.txt"
     extra = []
     if case == "missing":
@@ -64,8 +67,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     else:
         data.write_text("plenty of text\n" * 100)
         extra = ["--seq-len", "4096"] if case == "seq_len" else ["--sample-tokens", "-1"]
-    message = one_error_line(run_cli("train.py", "--data", data, *extra, cwd=tmp_path,
-                                     timeout=120))
+    message = refused(train.main, "--data", data, *extra, capsys=capsys)
     expected = {"missing": "nope.txt", "empty": "is empty", "binary": "binary",
                 "latin1": "not UTF-8", "seq_len": "--seq-len 4096",
                 "sample_tokens": "--sample-tokens must be 0"}[case]
@@ -74,14 +76,38 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     assert not (tmp_path / "runs").exists()
 
 
-def test_help_documents_every_flag(tmp_path):
+def test_help_documents_every_option_of_every_task(tmp_path):
+    import dataclasses
+
+    from tfllm.tasks import TASKS
+
     result = run_cli("train.py", "--help", cwd=tmp_path, timeout=120)
     assert result.returncode == 0
-    for flag in ("--data", "--preset", "--steps", "--batch-size", "--seq-len", "--lr", "--seed",
-                 "--name", "--num-layers", "--embed-dim", "--vocab-size", "--xla",
-                 "--strategy", "--precision", "--grad-accum", "--clip-norm",
-                 "--keep-checkpoints", "--log-every"):
-        assert flag in result.stdout
+    for task in TASKS.values():
+        assert re.search(rf"^  {task.name} +{re.escape(task.summary)}$", result.stdout, re.M)
+        for field in dataclasses.fields(task.options):
+            flag = "--" + field.name.replace("_", "-")
+            # The flag, then its help text (argparse may wrap it onto the next lines).
+            words = field.metadata["help"].split()[:3]
+            assert re.search(re.escape(flag) + r"\b.*?" + r"\s+".join(map(re.escape, words)),
+                             result.stdout, re.S), flag
+    assert "TensorFlow" not in result.stderr and "cuda" not in result.stderr  # parsed without it
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--pooling", "max"], "--pooling applies to --task classify only: drop it"),
+    (["--task", "classify", "--data", "x.tsv", "--lora-rank", "2"],
+     "--lora-rank applies to --task sft only: drop it"),
+    (["--task", "sft", "--data", "x.jsonl", "--sample-tokens", "4"],
+     "--sample-tokens applies to --task lm only: drop it"),
+    (["--task", "translate"], "unknown task 'translate': choose one of lm, sft, classify"),
+])
+def test_a_flag_of_another_task_is_refused(tmp_path, monkeypatch, capsys, argv, message):
+    import train
+
+    monkeypatch.chdir(tmp_path)
+    assert refused(train.main, *argv, capsys=capsys) == f"error: {message}"
+    assert list(tmp_path.iterdir()) == []
 
 
 TWO_WORKERS = ('{"cluster": {"worker": ["127.0.0.1:%d", "127.0.0.1:%d"]}, '
@@ -91,13 +117,9 @@ TWO_WORKERS = ('{"cluster": {"worker": ["127.0.0.1:%d", "127.0.0.1:%d"]}, '
 @pytest.mark.parametrize("case", ["unknown_strategy", "tpu_without_tpu", "tf_config_json",
                                   "tf_config_task", "batch_over_workers", "precision",
                                   "grad_accum"])
-def test_bad_distribution_input_is_one_line_exit_2_and_writes_nothing(tmp_path, corpus_file,
-                                                                      case):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
+def test_bad_distribution_input_is_one_line_exit_2_and_writes_nothing(
+        tmp_path, corpus_file, monkeypatch, capsys, case):
+    import train
     from distributed import free_ports
 
     ports = free_ports(2)
@@ -117,12 +139,12 @@ def test_bad_distribution_input_is_one_line_exit_2_and_writes_nothing(tmp_path, 
         args = ["--precision", "fp8"]
     else:
         args = ["--batch-size", "8", "--grad-accum", "3"]
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("TF_CONFIG", "TPU_NAME", "COLAB_TPU_ADDR")}
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data", str(corpus_file),
-                             *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**base, "PYTHONPATH": str(ROOT), **env})
-    message = one_error_line(result)
+    for name in ("TF_CONFIG", "TPU_NAME", "COLAB_TPU_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    message = refused(train.main, "--data", corpus_file, *args, capsys=capsys)
     expected = {"unknown_strategy": "unknown strategy 'nccl'",
                 "tpu_without_tpu": "--strategy tpu found no TPU",
                 "tf_config_json": "TF_CONFIG is not valid JSON",
@@ -134,13 +156,15 @@ def test_bad_distribution_input_is_one_line_exit_2_and_writes_nothing(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_resuming_in_another_precision_is_refused_and_changes_nothing(trained_run, corpus_file):
+def test_resuming_in_another_precision_is_refused_and_changes_nothing(
+        trained_run, corpus_file, monkeypatch, capsys):
+    import train
+
     work, run_dir, _, _ = trained_run
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
-    result = run_cli("train.py", "--data", corpus_file, "--name", "t", *TINY_FLAGS,
-                     "--precision", "bf16", cwd=work)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: 'runs/t' was trained with --precision fp32: resume it with the same "
-        "precision, or pick another --name"]
+    monkeypatch.chdir(work)
+    message = refused(train.main, "--data", corpus_file, "--name", "t", *TINY_FLAGS,
+                      "--precision", "bf16", capsys=capsys)
+    assert message == ("error: 'runs/t' was trained with --precision fp32: resume it with "
+                       "the same precision, or pick another --name")
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before

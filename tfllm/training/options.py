@@ -1,62 +1,113 @@
-"""The options of a training run (what train.py's flags fill in). No TensorFlow here,
-so the command line parses and validates in a blink."""
+"""The options of a training run, declared once: each is a dataclass field whose metadata
+holds its help text and choices. train.py's flags and --help are generated from these
+fields, so a new option is one field. `TrainOptions` holds what every task shares; each
+task subclasses it with its own fields (tfllm/tasks/<task>/options.py). No TensorFlow
+here, so the command line parses and validates in a blink."""
 
+import argparse
 import dataclasses
 import os
 
 from tfllm.training.strategy import STRATEGIES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-# lm: pretrain on text; sft: fine-tune on conversations (JSONL); classify: labelled text.
-TASKS = ("lm", "sft", "classify")
-POOLINGS = ("mean", "max", "cls", "last")
+TOKENIZERS = ("sentencepiece", "char")
+
+
+def option(default, help, *, choices=None, kind=None):
+    """A dataclass field declaring a train.py option: its default, its --help text,
+    optionally the values it accepts and its type (needed when the default is None)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "kind": kind or type(default)})
+
+
+# GPTConfig fields a flag may set over the preset's (None: the preset's own value).
+MODEL_FIELDS = ("vocab_size", "context_length", "num_layers", "num_heads", "embed_dim",
+                "intermediate_dim", "dropout", "position_type")
 
 
 @dataclasses.dataclass
 class TrainOptions:
-    task: str = "lm"                    # lm, sft or classify
-    data: str = ""                      # files/dirs/globs; empty: the built-in corpus
-    val: str = ""                       # validation file (sft, classify); empty: split --data
-    preset: str = "tiny"
-    init: str = ""                      # a train.py run dir or GPT-2 directory to start from
-    lora_rank: int = 0                  # > 0: train LoRA adapters of this rank only
-    pooling: str = "mean"               # classify: mean, cls (class token) or last (GPT)
-    class_weights: bool = False         # classify: weigh classes by inverse frequency
-    token_dropout: float = 0.0          # classify: drop this share of tokens in training
-    patience: int = 0                   # classify: stop after N evaluations without gain
-    members: int = 1                    # classify: an ensemble of this many classifiers
-    text_column: str = "text"           # classify: CSV/JSONL column names
-    label_column: str = "label"
-    overrides: dict = dataclasses.field(default_factory=dict)  # GPTConfig fields
-    tokenizer: str = "sentencepiece"    # or "char"
-    steps: int = 600
-    batch_size: int = 32
-    seq_len: int = 0                    # 0: the preset's context length
-    lr: float = 2e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    seed: int = 0
-    name: str = ""                      # default: the preset's name
-    val_fraction: float = 0.1
-    eval_every: int = 200
-    eval_batches: int = 20
-    checkpoint_every: int = 200
-    strategy: str = "auto"              # auto, default, mirrored, multiworker, tpu
-    precision: str = "fp32"             # fp32, bf16 or fp16 (mixed precision)
-    xla: bool = True
-    grad_accum: int = 1                 # micro-batches per optimizer step
-    clip_norm: float = 1.0              # global gradient norm; 0: no clipping
-    keep_checkpoints: int = 3
-    log_every: int = 10                 # steps between metrics.csv / TensorBoard rows
-    runs_dir: str = "runs"
-    export_dir: str = "saved_models"
-    export: bool = True
-    sample_tokens: int = 80
+    task: str = option("lm", "what to train (see the task table in --help)")
+    data: str = option("", "training data: lm: text file(s), directory or glob, comma-"
+                       "separated, empty for CPython's bundled documentation (pydoc_data); "
+                       "sft/classify: the training file")
+    val: str = option("", "validation data, in --data's format (default: --val-fraction of "
+                      "--data held out)")
+    preset: str = option("tiny", "model size: tiny, small or gpt2")
+    init: str = option("", "start from a train.py run directory (runs/NAME) or pretrained "
+                       "GPT-2 weights: a Hugging Face directory (config.json, "
+                       "model.safetensors, vocab.json, merges.txt) or a keras-hub GPT2 "
+                       "preset; the model shape and tokenizer come from it")
+    vocab_size: int = option(None, "override the preset's tokenizer/model vocabulary size "
+                             "(SentencePiece)", kind=int)
+    context_length: int = option(None, "override the preset's longest sequence the model "
+                                 "accepts", kind=int)
+    num_layers: int = option(None, "override the preset's transformer blocks", kind=int)
+    num_heads: int = option(None, "override the preset's attention heads per block", kind=int)
+    embed_dim: int = option(None, "override the preset's model width", kind=int)
+    intermediate_dim: int = option(None, "override the preset's feed-forward width (default "
+                                   "4x width)", kind=int)
+    dropout: float = option(None, "override the preset's dropout rate", kind=float)
+    position_type: str = option(None, "override the preset's position embedding",
+                                choices=("learned", "sinusoidal"), kind=str)
+    untied_embeddings: bool = option(False, "give the output layer its own weights instead "
+                                     "of the input embedding's")
+    tokenizer: str = option("sentencepiece", "SentencePiece BPE trained on the data, or "
+                            "characters", choices=TOKENIZERS)
+    steps: int = option(600, "optimizer steps in total")
+    batch_size: int = option(32, "global batch (windows, conversations rows or texts)")
+    seq_len: int = option(0, "tokens per training window; 0: the preset's context length "
+                          "(classify: the longest training text)")
+    lr: float = option(2e-3, "peak learning rate (AdamW)")
+    warmup_steps: int = option(100, "linear warm-up steps before the cosine decay")
+    weight_decay: float = option(0.1, "decoupled weight decay (not on norms, biases, "
+                                 "embeddings)")
+    seed: int = option(0, "seed for weights, data order, samples")
+    name: str = option("", "run name: runs/NAME and saved_models/NAME (default: the preset's "
+                       "or --init's name, plus -TASK for a fine-tune); rerunning a name "
+                       "resumes it")
+    val_fraction: float = option(0.1, "share of --data held out for validation (lm: the end "
+                                 "of the token stream)")
+    eval_every: int = option(200, "steps between validations")
+    eval_batches: int = option(20, "validation batches per periodic evaluation (the final "
+                               "one uses all)")
+    checkpoint_every: int = option(200, "steps between checkpoints")
+    keep_checkpoints: int = option(3, "how many of the latest checkpoints to keep")
+    log_every: int = option(10, "steps between metrics.csv/TensorBoard rows (and log lines)")
+    strategy: str = option("auto", "tf.distribute strategy: auto (TPU if one resolves, "
+                           "multiworker if TF_CONFIG names several workers, mirrored if "
+                           "several GPUs, else default)", choices=STRATEGIES)
+    precision: str = option("fp32", "mixed precision: float32 weights, softmax and loss; "
+                            "fp16 adds loss scaling", choices=PRECISIONS)
+    xla: bool = option(True, "compile the train and eval steps with XLA (about 2x faster "
+                       "on CPU)")
+    grad_accum: int = option(1, "split each step's batch into this many micro-batches (the "
+                             "same update with less memory)")
+    clip_norm: float = option(1.0, "clip the gradient's global norm (over all replicas) to "
+                              "this; 0: off")
+    runs_dir: str = option("runs", "where run directories go")
+    export_dir: str = option("saved_models", "where SavedModels go")
+    export: bool = option(True, "export a SavedModel at the end (--no-export skips it)")
+
+    @property
+    def overrides(self):
+        """The GPTConfig fields the flags set over the preset's."""
+        values = {f: getattr(self, f) for f in MODEL_FIELDS if getattr(self, f) is not None}
+        if self.untied_embeddings:
+            values["tie_embeddings"] = False
+        return values
 
     def __post_init__(self):
         base = os.path.basename(os.path.normpath(self.init)) if self.init else self.preset
         # A fine-tune must not resume (or overwrite) the run it starts from.
         self.name = self.name or (base if self.task == "lm" else f"{base}-{self.task}")
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            value = getattr(self, field.name)
+            if choices and value is not None and value not in choices:
+                raise ValueError(f"unknown {field.name.replace('_', ' ')} {value!r}: choose "
+                                 f"one of {', '.join(choices)}")
         if self.init:
             fixed = sorted(set(self.overrides) - {"dropout", "context_length"})
             if fixed:
@@ -65,25 +116,6 @@ class TrainOptions:
                                  f"{flags} (only --dropout and a shorter --context-length apply)")
             if self.tokenizer != "sentencepiece":
                 raise ValueError("--init uses the checkpoint's GPT-2 tokenizer: drop --tokenizer")
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}: choose one of {', '.join(TASKS)}")
-        if self.lora_rank < 0:
-            raise ValueError(f"--lora-rank must be 0 (off) or positive, got {self.lora_rank}")
-        if self.lora_rank and self.task != "sft":
-            raise ValueError("--lora-rank applies to --task sft only: drop it")
-        if self.task != "lm" and not self.data:
-            raise ValueError(f"--task {self.task} needs --data FILE (no built-in default)")
-        if not 0.0 <= self.token_dropout < 1.0:
-            raise ValueError(f"--token-dropout must be in [0, 1), got {self.token_dropout}")
-        if self.members < 1:
-            raise ValueError(f"--members must be 1 or more, got {self.members}")
-        if self.members > 1 and self.task != "classify":
-            raise ValueError("--members applies to --task classify only: drop it")
-        if self.patience < 0:
-            raise ValueError(f"--patience must be 0 (off) or positive, got {self.patience}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}: choose one of "
-                             f"{', '.join(POOLINGS)}")
         for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches",
                       "grad_accum", "keep_checkpoints", "log_every"):
             if getattr(self, field) <= 0:
@@ -91,22 +123,34 @@ class TrainOptions:
                                  f"got {getattr(self, field)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
-        if self.sample_tokens < 0:
-            raise ValueError(f"--sample-tokens must be 0 (no samples.txt) or positive, got "
-                             f"{self.sample_tokens}")
         if self.clip_norm < 0:
             raise ValueError(f"--clip-norm must be 0 (off) or positive, got {self.clip_norm}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}: choose one of "
-                             f"{', '.join(STRATEGIES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}: choose one of "
-                             f"{', '.join(PRECISIONS)}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"--batch-size {self.batch_size} is not divisible by --grad-accum "
                              f"{self.grad_accum}: each step splits the batch into that many "
                              "equal micro-batches")
-        if self.tokenizer not in ("sentencepiece", "char"):
-            raise ValueError(f"unknown tokenizer {self.tokenizer!r}: use sentencepiece or char")
         if os.sep in self.name or self.name.startswith("."):
             raise ValueError(f"--name {self.name!r} must be a plain directory name")
+
+
+def flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def add_flags(parser, fields, title=None):
+    """Add one flag per dataclass field to `parser` (in an argument group titled `title`).
+    Flags default to absent (argparse.SUPPRESS), so the parsed namespace holds only what
+    the command line gave; the dataclass supplies the defaults."""
+    group = parser.add_argument_group(title) if title else parser
+    for field in fields:
+        meta = field.metadata
+        default = "" if field.default in (None, "") else f" (default: {field.default!r})"
+        if meta["kind"] is bool:
+            action = argparse.BooleanOptionalAction if field.default else "store_true"
+            group.add_argument(flag(field.name), action=action, default=argparse.SUPPRESS,
+                               help=meta["help"] + default)
+        else:
+            # Choices are checked by the dataclass, which refuses in one line.
+            choices = f"; one of {', '.join(meta['choices'])}" if meta["choices"] else ""
+            group.add_argument(flag(field.name), type=meta["kind"], default=argparse.SUPPRESS,
+                               help=meta["help"] + choices + default)

@@ -2,15 +2,15 @@
 
     train.py --task sft --init runs/tiny --data chat.jsonl [--val val.jsonl] [--lora-rank 8]
 
-The model learns the assistant's tokens and their `<|end|>` only (tfllm.data.sft puts the
-mask in the targets). Training rows are packed conversations; validation scores each
+The model learns the assistant's tokens and their `<|end|>` only (tfllm.tasks.sft.data puts
+the mask in the targets). Training rows are packed conversations; validation scores each
 held-out conversation alone. The run directory has the layout of a pretraining run
 (run_dir.py), so load_run, evaluate.py and export read it unchanged, plus
 `sft_report.json`: the assistant-token validation loss and the rate of replies that end
 with `<|end|>` within `max_new_tokens`, for the base model and the fine-tuned one.
 
-`evaluate_sft` (a model) and `compare_runs` (two run directories) compute those numbers
-on any conversations file, outside training too.
+`tfllm.tasks.sft.evaluate` computes those numbers for any model on any conversations
+file, outside training too.
 
 Everything that can fail on bad input (the --init run, every JSONL line, an existing run
 directory to resume) is checked before the first file is written.
@@ -26,163 +26,24 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from tfllm.chat_format import END_TOKEN, ChatTokens, render_ids, trim_to_fit
-from tfllm.data.sft import (conversation_rows, encode_conversations, pack_rows,
-                            read_conversations, sft_dataset, split_conversations)
-from tfllm.generation import decode, left_pad
+from tfllm.chat_format import END_TOKEN, ChatTokens
 from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
 from tfllm.models import build_gpt
+from tfllm.savedmodel.gpt import export_final
+from tfllm.tasks.sft.data import (conversation_rows, encode_conversations, pack_rows,
+                                  read_conversations, sft_dataset, split_conversations)
+from tfllm.tasks.sft.evaluate import evaluate_sft, summary
 from tfllm.training import run_dir as rd
+from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
 from tfllm.training.logs import plot_losses
-from tfllm.training.loop import Trainer, token_losses
-from tfllm.training.pretrain import (build_model_and_optimizer, check_batch, check_resumable,
-                                     export_final, inference_copy, logged_train_loop)
+from tfllm.training.loop import Trainer
+from tfllm.training.run_dir import check_resumable, load_run
 from tfllm.training.strategy import is_chief, resolve_strategy
+from tfllm.training.train_loop import logged_train_loop
 
 REPORT = "sft_report.json"
-MAX_NEW_TOKENS = 64  # the reply length limit of the end-of-turn rate
-SAMPLE_COUNT = 5     # held-out conversations written to samples.txt and the report
-
-
-# --- evaluation: usable on any model and conversations --------------------------------
-
-
-def assistant_loss(model, inputs, targets, pad_id, batch_size=32, jit_compile=False):
-    """(mean cross-entropy in nats, count) over the targets that are not `pad_id`: with
-    SFT rows, the assistant's tokens and their end-of-turn."""
-
-    @tf.function(jit_compile=jit_compile)
-    def sums(x, y):
-        return token_losses(model(x, training=False), y, pad_id)
-
-    total, count = 0.0, 0
-    for start in range(0, len(inputs), batch_size):
-        x, y = _full_batch(inputs[start:start + batch_size], batch_size, pad_id), \
-            _full_batch(targets[start:start + batch_size], batch_size, pad_id)
-        loss_sum, n = sums(tf.constant(x), tf.constant(y))
-        total += float(loss_sum)
-        count += int(n)
-    return total / max(count, 1), count
-
-
-def _full_batch(rows, batch_size, pad_id):
-    # Padding rows keep one batch shape, so the function compiles once.
-    filler = np.full((batch_size - len(rows), rows.shape[1]), pad_id, rows.dtype)
-    return np.concatenate([rows, filler])
-
-
-def reply_prompts(tokenizer, conversations, budget, tokens=None):
-    """For each conversation, (prompt ids, the reference reply): the messages before its
-    last assistant turn, oldest turns dropped to fit `budget`, ending in `<|assistant|>`.
-    A conversation whose last message before the reply alone exceeds `budget` gets None."""
-    tokens = tokens or ChatTokens(tokenizer)
-    found = []
-    for messages in conversations:
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        history = messages[:last]
-        try:
-            kept = trim_to_fit(tokenizer, history, budget, tokens) if history else []
-        except ValueError:
-            found.append((None, messages[last]["content"]))
-            continue
-        ids = render_ids(tokenizer, kept, add_reply_prompt=True, tokens=tokens)[0]
-        found.append((ids.tolist(), messages[last]["content"]))
-    return found
-
-
-def generate_replies(model, prompts, max_new_tokens, *, context_length, pad_id, stop_id,
-                     batch_size=32, jit_compile=False):
-    """Greedy replies `(n, max_new_tokens)` to prompt id lists, `pad_id` after `stop_id`."""
-    width = max(len(p) for p in prompts)
-    batch_size = min(batch_size, len(prompts))
-    run = tf.function(lambda prompt: decode(
-        model, prompt, max_new_tokens, context_length=context_length, stop_ids=[stop_id],
-        pad_id=pad_id), jit_compile=jit_compile)
-    replies = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        filled = chunk + [chunk[0]] * (batch_size - len(chunk))  # one shape: one compile
-        prompt = left_pad(tf.ragged.constant(filled, dtype=tf.int32), pad_id, width)
-        replies.append(run(prompt).numpy()[:len(chunk)])
-    return np.concatenate(replies)
-
-
-def evaluate_sft(model, tokenizer, conversations, *, context_length, seq_len=None,
-                 max_new_tokens=MAX_NEW_TOKENS, batch_size=32, samples=SAMPLE_COUNT,
-                 jit_compile=False):
-    """How well `model` answers held-out `conversations` (lists of messages).
-
-    Returns a dict:
-        val_loss, val_tokens: mean cross-entropy (nats) over the assistant tokens and their
-            end-of-turn, each conversation scored alone (cut to `seq_len` + 1 tokens,
-            default the context, as training cuts them);
-        end_rate, ended, replies: the share of greedy replies to the prompt before each
-            conversation's last assistant turn that end with `<|end|>` within
-            `max_new_tokens` (capped at half the context);
-        samples: the first `samples` (prompt, reference, reply, ended) for reading.
-
-    jit_compile: XLA for the loss and the decoding loop; off by default, since compiling
-    costs more than it saves on a few hundred conversations of a small model.
-    """
-    tokens = ChatTokens(tokenizer)
-    seq_len = seq_len or context_length
-    examples, stats = encode_conversations(tokenizer, conversations, seq_len + 1, tokens)
-    if not examples:
-        raise ValueError(f"none of the {len(conversations)} conversations has an assistant "
-                         f"token within {seq_len} tokens: use a longer sequence length")
-    inputs, targets = conversation_rows(examples, tokenizer.pad_id)
-    val_loss, val_tokens = assistant_loss(model, inputs, targets, tokenizer.pad_id, batch_size,
-                                          jit_compile)
-
-    max_new_tokens = max(1, min(int(max_new_tokens), context_length // 2))
-    prompts = reply_prompts(tokenizer, conversations, context_length - max_new_tokens, tokens)
-    usable = [(p, ref) for p, ref in prompts if p is not None]
-    ended, shown = 0, []
-    if usable:
-        replies = generate_replies(model, [p for p, _ in usable], max_new_tokens,
-                                   context_length=context_length, pad_id=tokenizer.pad_id,
-                                   stop_id=tokens.end_id, batch_size=batch_size,
-                                   jit_compile=jit_compile)
-        for (prompt, reference), row in zip(usable, replies):
-            stop = np.flatnonzero(row == tokens.end_id)
-            ended += bool(len(stop))
-            if len(shown) < samples:
-                reply = row[:stop[0]] if len(stop) else row
-                shown.append({"prompt": tokenizer.decode(prompt), "reference": reference,
-                              "reply": tokenizer.decode(reply.tolist()),
-                              "ended": bool(len(stop))})
-    return {"val_loss": val_loss, "val_tokens": val_tokens,
-            "end_rate": ended / max(len(usable), 1), "ended": ended, "replies": len(usable),
-            "prompts_too_long": len(prompts) - len(usable), "max_new_tokens": max_new_tokens,
-            "conversations": len(conversations), "truncated": stats["truncated"],
-            "left_out": stats["left_out"], "samples": shown}
-
-
-def compare_runs(base_run, sft_run, data, max_new_tokens=MAX_NEW_TOKENS, seq_len=None):
-    """{"base": evaluate_sft(...), "sft": evaluate_sft(...)} of two run directories on the
-    conversations of the JSONL file `data` (e.g. a held-out split)."""
-    from tfllm.training.run_dir import load_run
-
-    conversations = read_conversations(data, flag="data")
-    results = {}
-    for key, run in (("base", base_run), ("sft", sft_run)):
-        model, tokenizer, config = load_run(run)
-        results[key] = evaluate_sft(model, tokenizer, conversations,
-                                    context_length=config.context_length, seq_len=seq_len,
-                                    max_new_tokens=max_new_tokens)
-    return results
-
-
-def summary(base, tuned):
-    """Two lines comparing the base model's evaluation with the fine-tuned one's."""
-    return (f"assistant-token validation loss: base {base['val_loss']:.4f} -> SFT "
-            f"{tuned['val_loss']:.4f} nats/token ({tuned['val_tokens']} tokens)\n"
-            f"replies ending with {END_TOKEN} within {tuned['max_new_tokens']} tokens: base "
-            f"{base['end_rate']:.1%} -> SFT {tuned['end_rate']:.1%} "
-            f"(of {tuned['replies']} held-out conversations)")
 
 
 # --- the --init run ----------------------------------------------------------------------
@@ -194,7 +55,6 @@ def load_init(path, seed=0):
     gets the chat markers as new tokens here (`tfllm.pretrained.add_chat_markers`); the
     ids of markers added here are the last item (empty for a run that has them)."""
     from tfllm.pretrained import add_chat_markers, load_gpt2
-    from tfllm.training.run_dir import load_run
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--init '{path}' is not a directory: give a train.py run "
@@ -405,7 +265,7 @@ def train_sft(options, log=print):
                                      chief, log)
 
     final = merged_gpt(model, config) if options.lora_rank else \
-        inference_copy(model, config, options, strategy)
+        inference_copy(model, lambda: build_gpt(config), options, strategy)
     tuned = evaluate_sft(final, tokenizer, val_conversations,
                          context_length=config.context_length, seq_len=seq_len,
                          batch_size=options.batch_size)

@@ -20,17 +20,17 @@ from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, spl
 from tfllm.models import GPTConfig, build_gpt
 from tfllm.tokenizers import (CharTokenizer, GPT2Tokenizer, SentencePieceTokenizer,
                               load_tokenizer)
+from tfllm.savedmodel.gpt import export_final
 from tfllm.training import run_dir as rd
+from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
-from tfllm.training.logs import MetricsLog, TensorBoardLog, plot_losses
-from tfllm.training.loop import Trainer, strategy_kind
-from tfllm.training.optimizer import build_optimizer, current_learning_rate
-from tfllm.training.options import TrainOptions  # noqa: F401  (re-exported)
+from tfllm.training.logs import plot_losses
+from tfllm.training.loop import Trainer
+from tfllm.training.run_dir import check_resumable
 from tfllm.training.strategy import is_chief, resolve_strategy, worker_id
+from tfllm.training.train_loop import logged_train_loop, tagged
 
 SAMPLE_PROMPTS = ("The", "In Python, a list", "This function returns")
-# --precision -> the Keras dtype policy the model is built under (variables stay float32).
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def model_config(options):
@@ -46,19 +46,6 @@ def model_config(options):
             f"--seq-len {seq_len} is above the model's context of "
             f"{config.context_length}: lower --seq-len or raise --context-length")
     return config, seq_len
-
-
-def check_batch(options, replicas):
-    """The global batch must split evenly over the replicas, then into micro-batches."""
-    if options.batch_size % replicas:
-        raise ValueError(
-            f"--batch-size {options.batch_size} is not divisible by the {replicas} replicas "
-            f"of this strategy: use a multiple of {replicas}")
-    if (options.batch_size // replicas) % options.grad_accum:
-        raise ValueError(
-            f"each replica's batch of {options.batch_size // replicas} is not divisible by "
-            f"--grad-accum {options.grad_accum}: use a --batch-size that is a multiple of "
-            f"{replicas * options.grad_accum}")
 
 
 def make_tokenizer(options, texts, config, run_dir, chief=True):
@@ -81,32 +68,6 @@ def unigram_cross_entropy(train_ids, val_ids, vocab_size):
     return float(-log_probs[val_ids].mean())
 
 
-def build_model_and_optimizer(options, strategy, build):
-    """`build()`'s model and its optimizer in `strategy.scope()`, under the precision's
-    policy (set only while building: layers keep the policy they were built with)."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[options.precision])
-    try:
-        with strategy.scope():
-            model = build()
-            optimizer = build_optimizer(
-                model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
-                clip_norm=options.clip_norm, precision=options.precision)
-    finally:
-        keras.config.set_dtype_policy(previous)
-    return model, optimizer
-
-
-def inference_copy(model, config, options, strategy):
-    """The model itself, or, when it was trained in mixed precision or across devices, a
-    float32 single-device copy of its weights: what samples and the SavedModel use."""
-    if options.precision == "fp32" and strategy_kind(strategy) == "default":
-        return model
-    copy = build_gpt(config)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def pretrain(options, log=print):
     """Train, evaluate, sample and export; returns a dict of the final numbers
     (`train_losses`: the loss of every step this call ran, keyed by step)."""
@@ -117,11 +78,14 @@ def pretrain(options, log=print):
     check_batch(options, strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
     if not chief:  # only the chief prints the full story; a worker tags its lines
-        log = _tagged(log, f"[worker {worker_id(strategy)}] ")
+        log = tagged(log, f"[worker {worker_id(strategy)}] ")
     keras.utils.set_random_seed(options.seed)
 
     t0 = time.time()
-    train_texts, val_texts = split_texts(texts, options.val_fraction)
+    if options.val:
+        train_texts, val_texts = texts, read_texts(options.val)
+    else:
+        train_texts, val_texts = split_texts(texts, options.val_fraction)
     tokenizer = make_tokenizer(options, train_texts, config, run_dir, chief)
     if not options.init:
         # The model's vocabulary is the tokenizer's (a char tokenizer's depends on the text);
@@ -179,7 +143,7 @@ def pretrain(options, log=print):
 
     plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
                 title=f"{options.name}: {options.preset} on {options.data or 'pydoc_data'}")
-    final = inference_copy(model, config, options, strategy)
+    final = inference_copy(model, lambda: build_gpt(config), options, strategy)
     if options.sample_tokens:
         write_samples(final, tokenizer, config, os.path.join(run_dir, rd.SAMPLES), options)
     if options.export:
@@ -187,49 +151,8 @@ def pretrain(options, log=print):
     return result
 
 
-def logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir, chief, log):
-    """`train_loop` with the chief's metrics.csv and TensorBoard open around it; returns
-    (losses, the closed RunLogs or None on other workers)."""
-    logs = RunLogs(run_dir, int(checkpoints.step)) if chief else None
-    try:
-        return train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log), logs
-    finally:
-        if logs:
-            logs.close()
-
-
-def export_final(model, tokenizer, config, options, log):
-    """Export the trained GPT to export_dir/name (the next version); returns its path."""
-    from tfllm.export import export_model
-
-    path = export_model(model, tokenizer, config, os.path.join(options.export_dir, options.name),
-                        train_options=dataclasses.asdict(options))
-    log(f"exported SavedModel: {path}")
-    return path
-
-
-def _tagged(log, prefix):
-    return lambda message: log(prefix + message)
-
-
 def _warn(message):
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def check_resumable(run_dir, config, options=None):
-    """Rerunning a name resumes it: the model and the precision (fp16's loss-scaled
-    optimizer keeps other variables in its checkpoints) must be the run's own."""
-    path = os.path.join(run_dir, rd.CONFIG)
-    if os.path.exists(path) and GPTConfig.load(path) != config:
-        raise ValueError(
-            f"'{run_dir}' holds a run with a different model config: pick another --name "
-            "or delete that directory")
-    if options is not None and os.path.exists(os.path.join(run_dir, rd.TRAIN_CONFIG)):
-        before = rd.train_options(run_dir).get("precision", "fp32")
-        if before != options.precision:
-            raise ValueError(
-                f"'{run_dir}' was trained with --precision {before}: resume it with the "
-                "same precision, or pick another --name")
 
 
 def check_workers_agree(strategy, step, data_fingerprint):
@@ -253,76 +176,6 @@ def check_workers_agree(strategy, step, data_fingerprint):
     if len(rows) > 1:
         raise ValueError("the workers tokenized different training text: give every worker "
                          "the same --data (and the same tfllm version)")
-
-
-class RunLogs:
-    """metrics.csv and TensorBoard, written by the chief."""
-
-    def __init__(self, run_dir, resumed_step):
-        self.metrics = MetricsLog(os.path.join(run_dir, rd.METRICS))
-        self.metrics.truncate(resumed_step)  # steps after the checkpoint are logged again
-        self.tensorboard = TensorBoardLog(os.path.join(run_dir, rd.TENSORBOARD))
-
-    def write(self, step, loss, lr, grad_norm, rate, elapsed, val_loss=None):
-        self.metrics.write(
-            step=step, train_loss=f"{loss:.6f}", learning_rate=f"{lr:.4e}",
-            grad_norm=f"{grad_norm:.5f}", tokens_per_sec=f"{rate:.0f}",
-            elapsed_s=f"{elapsed:.1f}", val_loss="" if val_loss is None else f"{val_loss:.6f}")
-        self.tensorboard.write(step, loss=loss, learning_rate=lr, grad_norm=grad_norm,
-                               tokens_per_sec=rate, val_loss=val_loss)
-
-    def close(self):
-        self.tensorboard.close()
-
-
-def train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log=print):
-    """Run the steps left; returns {step: train loss} for each step run here."""
-    step = int(checkpoints.step)
-    position = int(checkpoints.data_position)
-    losses = {}
-    if step >= options.steps:
-        return losses
-    # The shuffled stream is seeded, so skipping the batches already drawn resumes the data.
-    batches = iter(trainer.distribute(train_ds.skip(position)))
-    interactive = sys.stdout.isatty()
-    progress = None
-    if interactive:
-        progress = keras.utils.Progbar(
-            options.steps, stateful_metrics=["loss", "tok/s", "lr", "grad norm"])
-        progress.update(step)
-    start, window_start, pending, timed = time.time(), time.time(), [], []
-    while step < options.steps:
-        result = trainer.train_step(next(batches))
-        step += 1
-        position += 1
-        pending.append((step, result))
-        if len(pending) == 1 and not losses:  # the first step compiles: keep it off the clock
-            float(result[0])
-            window_start = time.time()
-        else:
-            timed.append(result[1])
-        last = step == options.steps
-        evaluate = step % options.eval_every == 0 or last
-        if step % options.log_every == 0 or evaluate:
-            # Reading the numbers waits for the steps: only here, not after every step.
-            losses.update((s, float(loss)) for s, (loss, _, _) in pending)
-            rate = sum(int(t) for t in timed) / max(time.time() - window_start, 1e-9)
-            loss, grad_norm = losses[step], float(pending[-1][1][2])
-            lr = current_learning_rate(trainer.optimizer)
-            val_loss = trainer.evaluate(val_ds, options.eval_batches)[0] if evaluate else None
-            if logs:
-                logs.write(step, loss, lr, grad_norm, rate, time.time() - start, val_loss)
-            if progress:
-                progress.update(step, [("loss", loss), ("tok/s", rate), ("lr", lr),
-                                       ("grad norm", grad_norm)])
-            else:
-                log(f"step {step}/{options.steps}: loss {loss:.5f}, lr {lr:.3e}, grad norm "
-                    f"{grad_norm:.4f}, {rate:,.0f} tokens/s"
-                    + ("" if val_loss is None else f", val loss {val_loss:.5f}"))
-            pending, timed, window_start = [], [], time.time()
-        if step % options.checkpoint_every == 0 or last:
-            checkpoints.save(step, position)
-    return losses
 
 
 def write_samples(model, tokenizer, config, path, options):

@@ -6,29 +6,22 @@ tokenizer and label vocabulary inside the graph.
 
 The columns of `probabilities` follow the label vocabulary in
 `assets.extra/tfllm.json` ("labels"). Versions are written under
-`saved_models/<name>/<version>/` with tfllm.export's rules (hidden staging directory,
+`saved_models/<name>/<version>/` by tfllm.savedmodel.publish (hidden staging directory,
 atomic rename, never overwritten). Loading needs only `tensorflow` and
-`tensorflow_text` (its ops run the tokenizer).
-
-    python -m tfllm.classification_export RUN_DIR [--name NAME] [--version N]
-                                          [--output-dir saved_models]
+`tensorflow_text` (its ops run the tokenizer). `python -m tfllm.export RUN_DIR` exports a
+classify run through here.
 """
 
-import argparse
 import json
 import os
-import sys
-
-if __name__ == "__main__":  # run as a CLI: pick the backend before Keras loads
-    from tfllm.cli import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
 
 import keras
 import tensorflow as tf
 
-from tfllm.data.classify import encode_texts
-from tfllm.export import METADATA, WARMUP, publish_version, version_path
+from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
+from tfllm.tasks.classify.data import encode_texts
+from tfllm.tasks.classify.model import load_classifier
+from tfllm.training.run_dir import train_options
 
 SIGNATURES = ("serving_default",)
 
@@ -89,33 +82,9 @@ def export_classifier(model, tokenizer, config, info, model_dir, version=None,
 
 def export_run(run_dir, output_dir="saved_models", name=None, version=None):
     """Export the best weights of a classify run directory."""
-    from tfllm.training.classify import load_classifier
-    from tfllm.training.run_dir import train_options
-
     name = name or os.path.basename(os.path.normpath(run_dir))
     version_path(os.path.join(output_dir, name), version)  # refuse before the slow part
     classifier = load_classifier(run_dir)
     return export_classifier(classifier.model, classifier.tokenizer, classifier.config,
                              classifier.info, os.path.join(output_dir, name), version,
                              train_options=train_options(run_dir))
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m tfllm.classification_export",
-        description="Export a train.py --task classify run as a SavedModel version.")
-    parser.add_argument("run_dir", help="classify run directory (runs/NAME)")
-    parser.add_argument("--output-dir", default="saved_models",
-                        help="models directory TF Serving watches (default: saved_models)")
-    parser.add_argument("--name", help="model name (default: the run directory's name)")
-    parser.add_argument("--version", type=int,
-                        help="integer version (default: one more than the latest)")
-    args = parser.parse_args(argv)
-    from tfllm.cli import exit_code
-
-    return exit_code(lambda: print(export_run(args.run_dir, args.output_dir, args.name,
-                                              args.version)))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,124 +24,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfllm.data.classify import (class_weights, encode_array, encode_texts, label_ids,
-                                 label_vocabulary, read_examples, split_examples,
-                                 token_counts)
 from tfllm.models import GPTConfig
-from tfllm.models.classifier import build_classifier, copy_backbone_weights, member_view
+from tfllm.models.classifier import copy_backbone_weights, member_view
+from tfllm.tasks.classify.data import (class_weights, encode_array, label_ids,
+                                       label_vocabulary, read_examples, split_examples,
+                                       token_counts)
+from tfllm.tasks.classify.model import BEST, CLASSIFIER, ClassificationLoss, ClassifierInfo
+from tfllm.tasks.classify.export import export_classifier
+from tfllm.tasks.classify.report import classification_metrics
 from tfllm.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokenizer
 from tfllm.training import run_dir as rd
+from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints, restore_latest
 from tfllm.training.logs import MetricsLog, TensorBoardLog, plot_losses
-from tfllm.training.loop import Trainer, strategy_kind
+from tfllm.training.loop import Trainer
 from tfllm.training.optimizer import current_learning_rate
-from tfllm.training.pretrain import build_model_and_optimizer, check_batch
+from tfllm.training.run_dir import load_run
 from tfllm.training.strategy import is_chief, resolve_strategy
 
-CLASSIFIER = "classifier.json"
-BEST = "best"
 METRIC_FIELDS = ("step", "train_loss", "val_loss", "val_accuracy", "val_macro_f1",
                  "learning_rate", "grad_norm", "examples_per_sec", "elapsed_s")
-
-
-@dataclasses.dataclass
-class ClassifierInfo:
-    """What turns a GPTConfig-shaped network into a classifier (classifier.json)."""
-
-    labels: list
-    pooling: str = "mean"
-    causal: bool = False
-    seq_len: int = 128
-    class_weights: list = None
-    token_dropout: float = 0.0
-    members: int = 1
-
-    def save(self, path):
-        rd.write_json(path, {"task": "classify", **dataclasses.asdict(self)})
-
-    @classmethod
-    def load(cls, path):
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-        values.pop("task", None)
-        return cls(**values)
-
-    def build(self, config):
-        """The classifier's Keras model; always the same layers for the same info, so
-        checkpoints restore into it (token dropout acts in training only)."""
-        return build_classifier(config, len(self.labels), self.pooling, self.causal,
-                                self.token_dropout, self.members)
-
-
-class ClassificationLoss:
-    """Cross-entropy of class logits, optionally weighted per class; the mean is over
-    the batch's total weight (its size when unweighted). A `Trainer` loss."""
-
-    def __init__(self, weights=None):
-        self.weights = None if weights is None else tf.constant(weights, tf.float32)
-
-    def _weights(self, labels):
-        if self.weights is None:
-            return tf.ones(tf.shape(labels), tf.float32)
-        return tf.gather(self.weights, labels)
-
-    def count(self, labels):
-        return tf.reduce_sum(self._weights(labels))
-
-    def __call__(self, logits, labels):
-        """logits: (batch, classes), or a list of them (an ensemble's members, each
-        scored on its own: the loss is their mean)."""
-        members = logits if isinstance(logits, (list, tuple)) else [logits]
-        losses = tf.add_n([tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=tf.cast(m, tf.float32)) for m in members]) / len(members)
-        weights = self._weights(labels)
-        return tf.reduce_sum(losses * weights), tf.reduce_sum(weights)
-
-
-class Classifier:
-    """A trained classifier in this process: texts -> probabilities and labels, through
-    the same preprocessing (`encode_texts`) as the SavedModel."""
-
-    def __init__(self, model, tokenizer, config, info):
-        self.model, self.tokenizer, self.config, self.info = model, tokenizer, config, info
-        self.labels = list(info.labels)
-        self._probabilities = tf.function(
-            lambda texts: tf.nn.softmax(tf.cast(self.model(
-                encode_texts(self.tokenizer, texts, info.seq_len), training=False),
-                tf.float32)),
-            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False)
-
-    def predict_proba(self, texts, batch_size=64):
-        """float32 `(len(texts), num_classes)`."""
-        out = [self._probabilities(tf.constant(texts[i:i + batch_size])).numpy()
-               for i in range(0, len(texts), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), np.float32)
-
-    def predict(self, texts, batch_size=64):
-        """The predicted label string of each text."""
-        return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(-1)]
-
-
-def is_classifier_run(run_dir):
-    return os.path.exists(os.path.join(run_dir, CLASSIFIER))
-
-
-def load_classifier(run_dir):
-    """The `Classifier` of a classify run, with its best validation weights."""
-    if not is_classifier_run(run_dir):
-        raise FileNotFoundError(f"'{run_dir}' has no {CLASSIFIER}: give a run directory "
-                                "written by train.py --task classify")
-    config = GPTConfig.load(os.path.join(run_dir, rd.CONFIG))
-    info = ClassifierInfo.load(os.path.join(run_dir, CLASSIFIER))
-    tokenizer = load_tokenizer(os.path.join(run_dir, rd.TOKENIZER))
-    model = info.build(config)
-    checkpoint = tf.train.Checkpoint(model=model)
-    restored = restore_latest(checkpoint, os.path.join(run_dir, BEST), partial=True) or \
-        restore_latest(checkpoint, os.path.join(run_dir, rd.CHECKPOINTS), partial=True)
-    if restored is None:
-        raise FileNotFoundError(
-            f"'{run_dir}' has no checkpoint: train it first (train.py --task classify)")
-    return Classifier(model, tokenizer, config, info)
 
 
 # --- before anything is written ------------------------------------------------------
@@ -228,15 +130,13 @@ def prepare(options, run_dir, token_dropout=0.0):
 
 def _pretrained(options):
     """(config, tokenizer, GPT) of the language-model run `--init` names."""
-    from tfllm.training.run_dir import load_run
-
     if not os.path.exists(os.path.join(options.init, rd.CONFIG)):
         raise FileNotFoundError(
             f"--init '{options.init}' is not a train.py run directory (no {rd.CONFIG}): "
             "pretrain one first (train.py --data TEXT --name NAME) and pass runs/NAME")
-    if is_classifier_run(options.init):
-        raise ValueError(f"--init '{options.init}' is a classifier run: pass a language-"
-                         "model run (train.py --task lm)")
+    if rd.recorded_task(options.init) == "classify":
+        raise ValueError(f"--init '{options.init}' is a classifier (task classify): pass a "
+                         "language-model run (train.py --task lm)")
     gpt, tokenizer, config = load_run(options.init)
     if "dropout" in options.overrides:
         config = dataclasses.replace(config, dropout=options.overrides["dropout"])
@@ -338,9 +238,7 @@ def train_classifier(options, log=print):
     plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
                 title=f"{options.name}: classifier on {options.data}")
     if options.export:
-        from tfllm.classification_export import export_classifier
-
-        final = inference_copy(model, prepared, options, strategy)
+        final = inference_copy(model, lambda: info.build(config), options, strategy)
         result["saved_model"] = export_classifier(
             final, tokenizer, config, info, os.path.join(options.export_dir, options.name),
             train_options=dataclasses.asdict(options))
@@ -377,16 +275,6 @@ def training_dataset(x, y, batch_size, seed, pad_id):
         return ids[:, :width], labels
 
     return ds.map(cut).prefetch(2)
-
-
-def inference_copy(model, prepared, options, strategy):
-    """The model, or a float32 single-device copy of its weights (mixed precision or
-    several replicas): what the SavedModel holds."""
-    if options.precision == "fp32" and strategy_kind(strategy) == "default":
-        return model
-    copy = prepared.info.build(prepared.config)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 class BestWeights:
@@ -430,8 +318,6 @@ class BestWeights:
 
 def validation_scores(model, x, y, num_classes, pad_id=0, batch_size=128):
     """Accuracy, macro-F1 and mean cross-entropy of `model` on encoded `(x, y)`."""
-    from tfllm.classification_report import classification_metrics
-
     logits = predict_logits(model, x, batch_size, pad_id)
     log_probs = logits - _logsumexp(logits)
     metrics = classification_metrics(y, logits.argmax(-1), num_classes)
