@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import http.server
 import json
-import os
 import socket
 import threading
 import urllib.parse

@@ -126,8 +126,8 @@ def fetch(name, log=None):
         got = sha256(files[f.name]) if f.name in files else "nothing"
         if got != f.sha256:
             raise ValueError(f"{name}: the prepared {f.name} has SHA-256 {got}, not the pinned "
-                             f"{f.sha256}: an original changed upstream; nothing was written "
-                             f"to {cache_dir()}")
+                             f"{f.sha256}: an original changed upstream or no longer prepares "
+                             f"into the pinned file; nothing was written to {cache_dir()}")
     target.mkdir(parents=True, exist_ok=True)
     for f in dataset.splits.values():
         write_atomic(target / f.name, files[f.name])
