@@ -177,6 +177,13 @@ def test_cli_list_and_get(server, cache, monkeypatch, capsys):
             if line.startswith("toy ")][0].endswith("yes")
 
 
+def test_an_unwritable_cache_is_one_line(server, cache, monkeypatch, capsys):
+    toy(server, monkeypatch)
+    cache.write_text("a file where the cache folder should be")
+    assert main(["get", "toy"]) == 2
+    assert f"could not write toy into {cache / 'sentiment/toy'}" in error_line(capsys)
+
+
 @pytest.mark.parametrize("spec, words", [("nope", "unknown dataset 'nope'"),
                                          ("toy:dev", "has no split 'dev'")])
 def test_cli_refuses_a_bad_name_before_any_download(server, cache, monkeypatch, capsys,

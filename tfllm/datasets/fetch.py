@@ -101,7 +101,8 @@ def fetch(name, log=None):
 
     Raises:
         ValueError: an unknown name, a failed download, or a file whose SHA-256 is not the
-            pinned one; nothing is written to the cache in any of these cases.
+            pinned one (nothing is written to the cache in these cases); or a cache folder
+            that cannot be written.
     """
     dataset = lookup(name)
     target = folder(dataset)
@@ -128,9 +129,13 @@ def fetch(name, log=None):
             raise ValueError(f"{name}: the prepared {f.name} has SHA-256 {got}, not the pinned "
                              f"{f.sha256}: an original changed upstream or no longer prepares "
                              f"into the pinned file; nothing was written to {cache_dir()}")
-    target.mkdir(parents=True, exist_ok=True)
-    for f in dataset.splits.values():
-        write_atomic(target / f.name, files[f.name])
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for f in dataset.splits.values():
+            write_atomic(target / f.name, files[f.name])
+    except OSError as e:
+        raise ValueError(f"could not write {name} into {target} ({e}): set TFLLM_DATA to a "
+                         "writable folder") from e
     return target
 
 
