@@ -21,8 +21,9 @@ TIMEOUT_S = 60
 
 
 def cache_dir():
-    """The cache folder: `$TFLLM_DATA`, else `~/.cache/tfllm/data`."""
-    return Path(os.environ.get("TFLLM_DATA") or Path.home() / ".cache" / "tfllm" / "data")
+    """The cache folder, absolute: `$TFLLM_DATA`, else `~/.cache/tfllm/data`."""
+    path = Path(os.environ.get("TFLLM_DATA") or "~/.cache/tfllm/data").expanduser()
+    return path.absolute()
 
 
 def lookup(name):
