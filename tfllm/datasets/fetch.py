@@ -7,6 +7,7 @@ sibling, fsync, rename). A refused download therefore leaves nothing behind, and
 cache is always a complete, checked one: a dataset is cached when all its files are there.
 """
 
+import csv
 import hashlib
 import http.client
 import os
@@ -121,7 +122,7 @@ def fetch(name, log=None):
         sources[key] = data
     try:
         files = dataset.prepare(sources)
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+    except (ValueError, KeyError, IndexError, csv.Error) as e:  # malformed originals
         raise ValueError(f"could not prepare {name} from its downloaded originals "
                          f"({type(e).__name__}: {e}); nothing was written to {cache_dir()}") from e
     for f in dataset.splits.values():

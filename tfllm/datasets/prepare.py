@@ -229,7 +229,10 @@ def chatterbot(language, categories):
             raise ValueError("preparing chatterbot needs PyYAML: pip install pyyaml") from e
         records = []
         for category in categories:
-            corpus = yaml.safe_load(sources[f"{language}/{category}.yml"].decode("utf-8"))
+            try:
+                corpus = yaml.safe_load(sources[f"{language}/{category}.yml"].decode("utf-8"))
+            except yaml.YAMLError as e:
+                raise ValueError(f"{language}/{category}.yml is not valid YAML: {e}") from e
             for turns in corpus.get("conversations") or []:
                 turns = [str(turn).strip() for turn in turns]
                 messages = [{"role": "assistant" if i % 2 else "user", "content": turn}
