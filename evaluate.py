@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from tfllm.cli import exit_code, import_tensorflow_quietly
+from tfllm.datasets import resolve_data
 from tfllm.tasks import task_of
 
 
@@ -47,6 +48,7 @@ def main(argv=None):
 
     def run():
         task = task_of(args.model)
+        args.data = resolve_data(args.data, log=print)
         import_tensorflow_quietly()
         task.evaluate(args)
 

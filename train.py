@@ -4,7 +4,7 @@
     python train.py                                  # built-in corpus, tiny preset
     python train.py --data corpus.txt --preset small --steps 5000 --name mymodel
     python train.py --task sft --init runs/tiny --data chat.jsonl
-    python train.py --task classify --data train.tsv
+    python train.py --task classify --data sst2 --val sst2:valid   # a dataset by name
 
 Writes runs/<name>/ and exports saved_models/<name>/<version>/. Run with --help for every
 flag: they are generated from the options dataclasses of each task (tfllm/tasks/).
@@ -15,6 +15,7 @@ import dataclasses
 import sys
 
 from tfllm.cli import exit_code, import_tensorflow_quietly
+from tfllm.datasets import resolve_data
 from tfllm.tasks import TASKS, get_task
 from tfllm.training.options import TrainOptions, add_flags, flag
 from tfllm.training.strategy import start_strategy
@@ -55,6 +56,9 @@ def parse_options(argv=None):
 def main(argv=None):
     def run():
         task, options = parse_options(argv)
+        # A dataset name (python -m tfllm.datasets list) becomes its cached file.
+        options.data = resolve_data(options.data, log=print)
+        options.val = resolve_data(options.val, log=print)
         # Checks the strategy and TF_CONFIG; MultiWorker must start before TF's devices do.
         start_strategy(options.strategy, options.batch_size)
         import_tensorflow_quietly()

@@ -1,0 +1,92 @@
+"""The house's floors, read from the source (imports inside functions count): no import
+circle inside tfllm/, the shared machinery imports no task, and the layers and models
+import no TensorFlow."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "tfllm"
+# Entry points above the tasks: they ask the registry which task a model belongs to.
+ENTRY_POINTS = {"tfllm.export", "tfllm.chat", "tfllm.serve"}
+
+
+def module_names():
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names[".".join(parts)] = path
+    return names
+
+
+def import_graph():
+    """{module: modules of tfllm it imports}, a child's import of its own parents left out
+    (Python runs a package's __init__ before its modules anyway)."""
+    names = module_names()
+    graph = {}
+    for module, path in names.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in found:
+                while name and name not in names:
+                    name = name.rpartition(".")[0]
+                if name and name != module and not module.startswith(name + "."):
+                    targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_no_module_of_tfllm_is_in_an_import_circle():
+    graph = import_graph()
+    assert len(graph) > 40  # the walk found the package
+    circles = sorted(m for m in graph if m in reachable(graph, m))
+    assert circles == []
+
+
+def test_the_shared_machinery_imports_no_task():
+    graph = import_graph()
+    below = [m for m in graph if not m.startswith("tfllm.tasks")
+             and not any(m == e or m.startswith(e + ".") for e in ENTRY_POINTS)]
+    offenders = {m: sorted(t for t in reachable(graph, m) if t.startswith("tfllm.tasks"))
+                 for m in below}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_layers_and_models_import_keras_only():
+    for folder in ("layers", "models"):
+        for path in (PACKAGE / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) else [])
+                assert not any(n and n.split(".")[0] == "tensorflow" for n in names), path
+
+
+def test_a_circle_is_caught(tmp_path, monkeypatch):
+    """The check itself: two modules importing each other (one inside a function)."""
+    package = tmp_path / "tfllm"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from tfllm.b import g\n")
+    (package / "b.py").write_text("def g():\n    from tfllm import a\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    monkeypatch.setitem(globals(), "PACKAGE", package)
+    graph = import_graph()
+    assert sorted(m for m in graph if m in reachable(graph, m)) == ["tfllm.a", "tfllm.b"]
