@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, refused, run_cli
 
 
 def export_cli(*args, timeout=300):
@@ -33,14 +33,6 @@ def snapshot(directory):
     return found
 
 
-def assert_one_line_error(result, *phrases):
-    assert result.returncode == 2, result.stderr[-2000:]
-    message = result.stderr.strip()
-    assert message.count("\n") == 0 and message.startswith("error: "), message
-    for phrase in phrases:
-        assert phrase in message
-
-
 # Exports in a child whose publishing rename never returns, so the parent can SIGKILL
 # it mid-write, deterministically, as soon as the staging directory has content.
 KILLED_EXPORT = r"""
@@ -53,7 +45,9 @@ sys.exit(export.main(sys.argv[1:]))
 
 
 def test_killed_export_leaves_no_partial_version_and_the_next_one_recovers(
-        trained_run, tmp_path):
+        trained_run, tmp_path, capsys):
+    from tfllm import export
+
     _, run_dir, saved_model, _ = trained_run
     models = tmp_path / "models"
     shutil.copytree(saved_model, models / "m" / "1")
@@ -91,8 +85,9 @@ def test_killed_export_leaves_no_partial_version_and_the_next_one_recovers(
 
     # An existing version is never overwritten: one line, exit 2, nothing changed.
     before = snapshot(models)
-    again = export_cli(run_dir, "--output-dir", models, "--name", "m", "--version", "2")
-    assert_one_line_error(again, "already exists")
+    message = refused(export.main, run_dir, "--output-dir", models, "--name", "m", "--version",
+                      "2", capsys=capsys)
+    assert "already exists" in message
     assert snapshot(models) == before
 
 
@@ -112,17 +107,22 @@ def incomplete_run(kind, run_dir, tmp_path):
     ("missing", "no run directory"), ("no-checkpoint", "no checkpoint"),
     ("no-tokenizer", "no tokenizer")])
 def test_exporting_a_missing_or_incomplete_run_is_one_line_exit_2(
-        trained_run, tmp_path, kind, phrase):
+        trained_run, tmp_path, capsys, kind, phrase):
+    from tfllm import export
+
     run = incomplete_run(kind, trained_run[1], tmp_path)
     before = snapshot(tmp_path)
-    result = export_cli(run, "--output-dir", tmp_path / "models", "--models-config")
-    assert_one_line_error(result, phrase)
+    message = refused(export.main, run, "--output-dir", tmp_path / "models", "--models-config",
+                      capsys=capsys)
+    assert phrase in message
     assert not (tmp_path / "models").exists()
     assert snapshot(tmp_path) == before
 
 
-def test_models_config_lists_every_exported_model(trained_run, tmp_path):
+def test_models_config_lists_every_exported_model(trained_run, tmp_path, capsys):
     from google.protobuf import text_format
+
+    from tfllm import export
     from tensorflow_serving.config import model_server_config_pb2
 
     models = tmp_path / "models"
@@ -131,8 +131,9 @@ def test_models_config_lists_every_exported_model(trained_run, tmp_path):
     (models / "a" / ".tmp-4-99999").mkdir()  # staging: not a version
     (models / "empty").mkdir()  # no version: not served
 
-    bad = export_cli("--models-config", "--output-dir", models, "--version-policy", "newest")
-    assert_one_line_error(bad, "version policy 'newest' is not valid")
+    message = refused(export.main, "--models-config", "--output-dir", models,
+                      "--version-policy", "newest", capsys=capsys)
+    assert "version policy 'newest' is not valid" in message
     assert not (models / "models.config").exists()
 
     result = export_cli("--models-config", "--output-dir", models, "--serving-root",

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, refused
 
 CONVERSATION = [{"role": "system", "content": "You answer about Python."},
                 {"role": "user", "content": "What is a list?"}]
@@ -186,7 +186,9 @@ def run_chat(*args):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def test_one_shot_prompt_for_scripts_and_bad_input(trained_run, engine, tmp_path):
+def test_one_shot_prompt_for_scripts_and_bad_input(trained_run, engine, tmp_path, capsys):
+    from tfllm import chat
+
     one_shot = ("--prompt", "What is a list?", "--system", CONVERSATION[0]["content"],
                 "--max-new-tokens", MAX_NEW)
     result = run_chat(trained_run[1], *one_shot)
@@ -200,6 +202,4 @@ def test_one_shot_prompt_for_scripts_and_bad_input(trained_run, engine, tmp_path
                           ((trained_run[1], "--top-p", "0"), "top_p must be in (0, 1]"),
                           ((trained_run[1], "--prompt", " "), "--prompt is empty"),
                           ((trained_run[2], "--max-new-tokens", "60"), "leaves no room")]:
-        bad = run_chat(*args)
-        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert message in refused(chat.main, *args, capsys=capsys)

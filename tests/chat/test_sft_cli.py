@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import one_error_line, run_cli
+from conftest import refused, run_cli
 from test_sft_data import make_conversations, write_jsonl
 
 SFT_FLAGS = ["--batch-size", "8", "--warmup-steps", "5", "--eval-every", "20",
@@ -50,6 +50,16 @@ def test_sft_learns_the_replies_and_writes_a_run_directory(trained_run, tmp_path
     for key in ("base", "sft"):
         assert abs(again[key]["val_loss"] - report[key]["val_loss"]) < 1e-4
         assert again[key]["end_rate"] == report[key]["end_rate"]
+
+    # evaluate.py asks the registry: an SFT run is scored on its validation conversations
+    # (not its JSONL read as prose), with the report's numbers.
+    import evaluate
+
+    assert evaluate.main([str(run_dir), "--out", str(tmp_path / "eval")]) == 0
+    card = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert card["task"] == "sft" and card["data"] == str(val)
+    assert abs(card["metrics"]["val_loss"] - tuned["val_loss"]) < 1e-4
+    assert card["metrics"]["end_rate"] == tuned["end_rate"]
 
 
 def test_lora_sft_resumes_and_exports_the_merged_model(trained_run, tmp_path):
@@ -97,7 +107,9 @@ def test_lora_sft_resumes_and_exports_the_merged_model(trained_run, tmp_path):
 
 @pytest.mark.parametrize("case", ["bad_json", "unknown_role", "no_assistant",
                                   "other_tokenizer", "not_a_run"])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(trained_run, tmp_path, case):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(trained_run, tmp_path, monkeypatch,
+                                                        capsys, case):
+    import train
     from tfllm.tokenizers import CharTokenizer
 
     init = trained_run[1]
@@ -120,9 +132,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(trained_run, tmp_path, 
     data = tmp_path / "chat.jsonl"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     before = listing(tmp_path)
-    result = run_cli("train.py", "--task", "sft", "--init", init, "--data", data,
-                     "--steps", "2", cwd=tmp_path, timeout=120)
-    message = one_error_line(result)
+    monkeypatch.chdir(tmp_path)
+    message = refused(train.main, "--task", "sft", "--init", init, "--data", data,
+                      "--steps", "2", capsys=capsys)
     expected = {"bad_json": "chat.jsonl line 4: not valid JSON",
                 "unknown_role": "chat.jsonl line 4: message 0 has unknown role 'bot'",
                 "no_assistant": "chat.jsonl line 4: the conversation has no assistant turn",

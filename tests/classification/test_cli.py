@@ -237,7 +237,7 @@ def test_class_token_pooling_on_a_gpt_is_refused(tmp_path, monkeypatch, capsys, 
     code = train.main(["--task", "classify", "--init", str(run_dir), "--data",
                        str(zh_data["train"]), "--pooling", "last", "--name", "x"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "is a classifier run" in err[0]
+    assert code == 2 and len(err) == 1 and "is a classifier (task classify)" in err[0]
     code = train.main(["--task", "classify", "--init", str(run_dir), "--data",
                        str(zh_data["train"]), "--pooling", "cls", "--name", "x"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -248,6 +248,21 @@ def test_class_token_pooling_on_a_gpt_is_refused(tmp_path, monkeypatch, capsys, 
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "runs").exists()
+
+
+def test_tasks_that_do_not_apply_to_a_classifier_are_refused_by_the_registry(
+        zh_run, capsys):
+    from conftest import refused
+
+    from tfllm import chat
+    from tfllm.tasks import task_of
+
+    work, run_dir, saved_model, _ = zh_run
+    assert task_of(str(run_dir)).name == task_of(str(saved_model)).name == "classify"
+    for target in (run_dir, saved_model):
+        assert refused(chat.main, target, "--prompt", "hi", capsys=capsys) == (
+            f"error: chat does not apply to '{target}': it is a classifier (task classify); "
+            "chat needs a model of task lm, sft")
 
 
 def test_python_m_tfllm_export_exports_a_classifier_run(zh_run):
