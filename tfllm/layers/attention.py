@@ -35,8 +35,8 @@ def write_to_cache(cache, update, index):
 
     A scatter rather than `ops.slice_update`: on TensorFlow that lowers to
     XlaDynamicUpdateSlice, which runs only where XLA is linked in, and exported models
-    must run on any TF Serving build. XLA still updates a scatter in place (measured
-    within 1.5x of the slice update; a where/select copy was 5x slower).
+    must run on any TF Serving build. XLA still updates a scatter in place, where a
+    where/select rewrite would copy the whole cache every step.
     """
     batch, length = ops.shape(update)[0], ops.shape(update)[1]
     rows = ops.repeat(ops.arange(batch, dtype="int32"), length)
@@ -48,10 +48,9 @@ def write_to_cache(cache, update, index):
 
 def causal_blocks(length):
     """How many query blocks `block_causal_attention` splits a causal pass of `length`
-    tokens into: 4 from 256 tokens, 2 from 128, else 1 (the whole square). Measured on
-    a 2-core CPU (6 layers x 384, a whole XLA training step): 4-5% faster at 128, 256
-    and 512 tokens; 8 blocks at 512, or 4 at 128, lose to the cost of more, smaller
-    products, and at 64 tokens no split pays."""
+    tokens into: 4 from 256 tokens, 2 from 128, else 1 (the whole square). More, smaller
+    blocks skip more masked scores but cost more, smaller products; these thresholds are
+    where the saving won on CPU (README, "Using the layers")."""
     if length is None:
         return 1
     for blocks, shortest in ((4, 256), (2, 128)):
@@ -158,7 +157,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
              cache_index=None, training=None):
         batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
         # Split, not strided slices of a 5-D reshape: the slices' gradient (StridedSliceGrad)
-        # cost ~20% of a training step without XLA; the column layout is the same.
+        # is slow without XLA; the column layout is the same.
         heads = (batch, length, self.num_heads, self.head_dim)
         query, key, value = (ops.reshape(part, heads)  # (batch, seq, heads, head_dim)
                              for part in ops.split(self.qkv(inputs), 3, axis=-1))

@@ -80,8 +80,8 @@ class TrainOptions:
                            "several GPUs, else default)", choices=STRATEGIES)
     precision: str = option("fp32", "mixed precision: float32 weights, softmax and loss; "
                             "fp16 adds loss scaling", choices=PRECISIONS)
-    xla: bool = option(True, "compile the train and eval steps with XLA (about 2x faster "
-                       "on CPU)")
+    xla: bool = option(True, "compile the train and eval steps with XLA (faster, on CPU "
+                       "too)")
     grad_accum: int = option(1, "split each step's batch into this many micro-batches (the "
                              "same update with less memory)")
     clip_norm: float = option(1.0, "clip the gradient's global norm (over all replicas) to "
