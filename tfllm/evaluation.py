@@ -13,6 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfllm.atomic import write_json
 from tfllm.data import default_corpus, read_texts, scored_bytes, split_texts, window_arrays
 from tfllm.quiet import quiet_stderr
 from tfllm.tokenizers import EOS_ID, PAD_ID  # defaults for exports without tokenizer ids
@@ -140,10 +141,7 @@ def write_report(report, out_dir):
     """report.json, written atomically; returns its path."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "report.json")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_json(path, report)
     return path
 
 

@@ -11,11 +11,11 @@ import csv
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tfllm.atomic import write_atomic
 from tfllm.datasets.registry import DATASETS
 
 TIMEOUT_S = 60
@@ -74,21 +74,6 @@ def download(url, timeout=TIMEOUT_S):
         reason = f"{type(e).__name__}: {e}"
     raise ValueError(f"could not download {url} ({reason}): check the network, or copy the "
                      f"dataset's files into {cache_dir()} (TFLLM_DATA)")
-
-
-def write_atomic(path, data):
-    """Write bytes to `path` through a temporary sibling, fsync and rename, so that `path`
-    is either absent or complete, whatever happens during the write."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def fetch(name, log=None):

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+from tfllm.atomic import write_json
 from tfllm.layers.embedding import POSITION_TYPES
 
 PRESETS = {
@@ -80,10 +81,7 @@ class GPTConfig:
         return cls(**values)
 
     def save(self, path):
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path):

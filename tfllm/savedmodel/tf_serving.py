@@ -6,6 +6,8 @@
 
 import os
 
+from tfllm.atomic import write_atomic
+
 MODELS_CONFIG = "models.config"
 
 
@@ -74,15 +76,6 @@ def write_models_config(models_dir, serving_root=None, version_policy="latest"):
     """Write `models_dir/models.config` atomically; returns its path."""
     text = models_config_text(models_dir, serving_root, version_policy)
     path = os.path.join(models_dir, MODELS_CONFIG)
-    tmp = os.path.join(models_dir, f".{MODELS_CONFIG}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, text)
     return path
 

@@ -2,7 +2,10 @@
 loss-curve PNG. Only the chief writes them (see pretrain.py)."""
 
 import csv
+import io
 import os
+
+from tfllm.atomic import save_figure, write_atomic
 
 FIELDS = ("step", "train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_sec",
           "elapsed_s")
@@ -43,12 +46,11 @@ class MetricsLog:
         if not any(int(r["step"]) > step for r in rows):
             return
         fields = self._fields()
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(r for r in rows if int(r["step"]) <= step)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["step"]) <= step)
+        write_atomic(self.path, text.getvalue())
 
 
 class TensorBoardLog:
@@ -117,7 +119,5 @@ def plot_losses(rows, path, title="loss"):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

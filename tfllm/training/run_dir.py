@@ -13,8 +13,11 @@ A task adds its own files beside these (an SFT run's sft_report.json, a classifi
 classifier.json and best/): see its package under tfllm/tasks/.
 """
 
+import dataclasses
 import json
 import os
+
+from tfllm.atomic import write_json
 
 CONFIG = "config.json"
 TRAIN_CONFIG = "train_config.json"
@@ -26,11 +29,13 @@ LOSS_PLOT = "loss.png"
 SAMPLES = "samples.txt"
 
 
-def write_json(path, values):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(values, f, indent=2)
-    os.replace(tmp, path)
+def start_run(run_dir, config, options, tokenizer):
+    """Write what every run directory holds before its first step: the model config, the
+    options (with the task) and the tokenizer."""
+    os.makedirs(run_dir, exist_ok=True)
+    config.save(os.path.join(run_dir, CONFIG))
+    write_json(os.path.join(run_dir, TRAIN_CONFIG), dataclasses.asdict(options))
+    tokenizer.save(os.path.join(run_dir, TOKENIZER))
 
 
 def load_run(run_dir):

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from tfllm.atomic import write_json
 from tfllm.models import GPTConfig
 from tfllm.models.classifier import build_classifier
 from tfllm.tasks.classify.data import encode_texts
@@ -36,7 +37,7 @@ class ClassifierInfo:
     members: int = 1
 
     def save(self, path):
-        rd.write_json(path, {"task": "classify", **dataclasses.asdict(self)})
+        write_json(path, {"task": "classify", **dataclasses.asdict(self)})
 
     @classmethod
     def load(cls, path):

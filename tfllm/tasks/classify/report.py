@@ -2,10 +2,11 @@
 the confusion matrix (and its PNG), the most confident mistakes; report.json and
 report.md, each written atomically."""
 
-import json
 import os
 
 import numpy as np
+
+from tfllm.atomic import save_figure, write_atomic, write_json
 
 REPORT_JSON, REPORT_MD, CONFUSION_PNG = "report.json", "report.md", "confusion.png"
 
@@ -108,8 +109,8 @@ def write_reports(report, out_dir):
     plot_confusion(report["confusion_matrix"], report["labels"], png)
     paths = {"json": os.path.join(out_dir, REPORT_JSON), "md": os.path.join(out_dir, REPORT_MD),
              "png": png}
-    _write_atomic(paths["json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(paths["md"], format_markdown(report))
+    write_json(paths["json"], report)
+    write_atomic(paths["md"], format_markdown(report))
     return paths
 
 
@@ -147,10 +148,8 @@ def _plot_confusion(plt, matrix, labels, path):
     ax.set_title("confusion matrix (colour: share of the true class)")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _short(text, limit=120):
@@ -161,8 +160,3 @@ def _cell(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

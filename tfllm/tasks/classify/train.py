@@ -24,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfllm.atomic import write_json
 from tfllm.models import GPTConfig
 from tfllm.models.classifier import copy_backbone_weights, member_view
 from tfllm.tasks.classify.data import (class_weights, encode_array, label_ids,
@@ -182,11 +183,8 @@ def train_classifier(options, log=print):
         f"cut) [{time.time() - t0:.1f}s]")
 
     if chief:
-        os.makedirs(run_dir, exist_ok=True)
-        config.save(os.path.join(run_dir, rd.CONFIG))
+        rd.start_run(run_dir, config, options, tokenizer)
         info.save(os.path.join(run_dir, CLASSIFIER))
-        rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
-        tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
 
     model, optimizer = build_model_and_optimizer(
         options, strategy, lambda: prepared.info.build(prepared.config))
@@ -303,7 +301,7 @@ class BestWeights:
         self.step, self.key = step, key
         if self.chief:
             self.manager.save(checkpoint_number=step)
-            rd.write_json(os.path.join(self.directory, "best.json"),
+            write_json(os.path.join(self.directory, "best.json"),
                           {"step": step, "key": list(key), **scores})
         else:
             self._weights = self.model.get_weights()

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfllm.atomic import write_atomic
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
 from tfllm.models import GPTConfig, build_gpt
@@ -103,10 +104,7 @@ def pretrain(options, log=print):
 
     check_resumable(run_dir, config, options)
     if chief:  # under MultiWorker the other workers write nothing here
-        os.makedirs(run_dir, exist_ok=True)
-        config.save(os.path.join(run_dir, rd.CONFIG))
-        rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
-        tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
+        rd.start_run(run_dir, config, options, tokenizer)
 
     model, optimizer = build_model_and_optimizer(options, strategy, lambda: build_gpt(config))
     trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
@@ -191,7 +189,4 @@ def write_samples(model, tokenizer, config, path, options):
     for prompt, g, s in zip(prompts, greedy, sampled):
         lines += [f"### prompt: {prompt!r}", "--- greedy", prompt + g,
                   "--- sampled (temperature 0.8, top-k 40)", prompt + s, ""]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, "\n".join(lines))

@@ -27,6 +27,7 @@ import time
 import keras
 import numpy as np
 
+from tfllm.atomic import write_atomic
 from tfllm.chat_format import END_TOKEN, ChatTokens
 from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
 from tfllm.models import build_gpt
@@ -238,10 +239,7 @@ def train_sft(options, log=print):
         f"{base['max_new_tokens']} tokens")
 
     if chief:
-        os.makedirs(run_dir, exist_ok=True)
-        config.save(os.path.join(run_dir, rd.CONFIG))
-        rd.write_json(os.path.join(run_dir, rd.TRAIN_CONFIG), dataclasses.asdict(options))
-        tokenizer.save(os.path.join(run_dir, rd.TOKENIZER))
+        rd.start_run(run_dir, config, options, tokenizer)
 
     model, optimizer = build_sft_model(config, options, strategy, init_model.get_weights(),
                                        new_rows)
@@ -298,10 +296,7 @@ def write_samples(tuned, base, path):
                   f"--- base model{'' if b['ended'] else ' (no end-of-turn)'}: {b['reply']}",
                   f"--- fine-tuned{'' if t['ended'] else ' (no end-of-turn)'}: {t['reply']}",
                   ""]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, path)
+    write_atomic(path, "\n".join(lines))
 
 
 def _warn(message):
