@@ -139,7 +139,8 @@ def _trainer(tokenizer):
 def test_loss_ignores_system_user_and_padding_targets(tokenizer):
     """What the train loop scores: changing every non-assistant target (system, user,
     markers) or adding padding leaves the loss unchanged; an assistant target does not."""
-    from tfllm.tasks.sft.data import sft_dataset, targets_of
+    from tfllm.data.rows import rows_dataset
+    from tfllm.tasks.sft.data import targets_of
 
     trainer, _ = _trainer(tokenizer)
     messages = [{"role": "system", "content": "You answer questions about colours."},
@@ -149,7 +150,7 @@ def test_loss_ignores_system_user_and_padding_targets(tokenizer):
     pad = tokenizer.pad_id
 
     def loss(inputs, targets):
-        data = sft_dataset(inputs[None], targets[None], 1, training=False)
+        data = rows_dataset(inputs[None], targets[None], 1, training=False)
         return trainer.evaluate(data)
 
     x, y = targets_of(ids, learned, pad)

@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from tfllm.tasks.classify.data import (class_weights, encode_texts, label_ids, label_vocabulary,
-                                 read_examples, split_examples)
+from tfllm.data.rows import encode_texts
+from tfllm.tasks.classify.data import (class_weights, label_ids, label_vocabulary, read_examples,
+                                       split_examples)
 
 ROWS = [("pos", "a fine film, really"), ("neg", "dull\tand long"), ("pos", "电影很好看")]
 

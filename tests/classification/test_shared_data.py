@@ -34,7 +34,7 @@ def test_sentencepiece_encodes_chinese_headlines_exactly(thucnews):
     import numpy as np
     import tensorflow as tf
 
-    from tfllm.tasks.classify.data import encode_texts
+    from tfllm.data.rows import encode_texts
     from tfllm.tokenizers import SentencePieceTokenizer
 
     tokenizer = SentencePieceTokenizer.train([e.text for e in thucnews["train"]],

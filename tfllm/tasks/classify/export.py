@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
-from tfllm.tasks.classify.data import encode_texts
+from tfllm.data.rows import encode_texts
 from tfllm.tasks.classify.model import load_classifier
 from tfllm.training.run_dir import train_options
 

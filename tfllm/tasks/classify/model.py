@@ -13,7 +13,7 @@ import tensorflow as tf
 from tfllm.atomic import write_json
 from tfllm.models import GPTConfig
 from tfllm.models.classifier import build_classifier
-from tfllm.tasks.classify.data import encode_texts
+from tfllm.data.rows import encode_texts
 from tfllm.tokenizers import load_tokenizer
 from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import restore_latest

@@ -25,11 +25,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import write_json
+from tfllm.data.rows import encode_array, token_counts
 from tfllm.models import GPTConfig
 from tfllm.models.classifier import copy_backbone_weights, member_view
-from tfllm.tasks.classify.data import (class_weights, encode_array, label_ids,
-                                       label_vocabulary, read_examples, split_examples,
-                                       token_counts)
+from tfllm.tasks.classify.data import (class_weights, label_ids, label_vocabulary,
+                                       read_examples, split_examples)
 from tfllm.tasks.classify.model import BEST, CLASSIFIER, ClassificationLoss, ClassifierInfo
 from tfllm.tasks.classify.export import export_classifier
 from tfllm.tasks.classify.report import classification_metrics

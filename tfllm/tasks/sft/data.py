@@ -15,7 +15,6 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from tfllm.chat_format import ChatTokens, messages_from_row, render_ids
 
@@ -147,12 +146,3 @@ def _stack(sequences, seq_len, pad_id):
         x, y = targets_of(ids, learned, pad_id)
         inputs[k, :len(x)], targets[k, :len(y)] = x, y
     return inputs, targets
-
-
-def sft_dataset(inputs, targets, batch_size, *, training=True, seed=0):
-    """`(inputs, targets)` batches: for training shuffled (seeded), repeated and full;
-    for evaluation every row once, in order."""
-    ds = tf.data.Dataset.from_tensor_slices((inputs, targets))
-    if training:
-        ds = ds.shuffle(len(inputs), seed=seed, reshuffle_each_iteration=True).repeat()
-    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)

@@ -29,11 +29,12 @@ import numpy as np
 
 from tfllm.atomic import write_atomic
 from tfllm.chat_format import END_TOKEN, ChatTokens
+from tfllm.data.rows import rows_dataset
 from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
 from tfllm.models import build_gpt
 from tfllm.savedmodel.gpt import export_final
 from tfllm.tasks.sft.data import (conversation_rows, encode_conversations, pack_rows,
-                                  read_conversations, sft_dataset, split_conversations)
+                                  read_conversations, split_conversations)
 from tfllm.tasks.sft.evaluate import evaluate_sft, summary
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
@@ -191,8 +192,8 @@ def sft_datasets(tokenizer, train_conversations, val_conversations, seq_len, opt
     rows = {"conversations": len(train_conversations), "rows": len(train_x),
             "learned_tokens": learned, "truncated": stats["truncated"],
             "left_out": stats["left_out"]}
-    return (sft_dataset(train_x, train_y, options.batch_size, seed=options.seed),
-            sft_dataset(val_x, val_y, options.batch_size, training=False), rows)
+    return (rows_dataset(train_x, train_y, options.batch_size, seed=options.seed),
+            rows_dataset(val_x, val_y, options.batch_size, training=False), rows)
 
 
 def _cut_note(stats, seq_len):
