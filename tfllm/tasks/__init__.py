@@ -6,11 +6,11 @@ Adding a task: a package tfllm/tasks/<name>/ whose __init__ builds a `Task` (see
 tfllm/tasks/lm/ for the shape) and one line in TASKS below.
 """
 
-from tfllm.tasks import classify, lm, sft
+from tfllm.tasks import classify, lm, seq2seq, sft
 from tfllm.tasks.base import Task
 from tfllm.training.run_dir import recorded_task
 
-TASKS = {task.name: task for task in (lm.TASK, sft.TASK, classify.TASK)}
+TASKS = {task.name: task for task in (lm.TASK, sft.TASK, classify.TASK, seq2seq.TASK)}
 
 __all__ = ["TASKS", "Task", "get_task", "task_of", "require"]
 

@@ -63,7 +63,7 @@ def restore_latest(checkpoint, directory, warn=None, partial=False):
     `warn` and skipped; when checkpoints exist but none reads, ValueError. `partial`:
     `checkpoint` holds only some of what was saved (the model alone, to evaluate).
     """
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
     paths = checkpoint_paths(directory)
     for i, path in enumerate(paths):
         try:

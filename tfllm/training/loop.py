@@ -148,10 +148,11 @@ class Trainer:
         def split(t):  # (batch, ...) -> (k, micro, ...): token (batch, seq) or label (batch,)
             return tf.reshape(t, tf.concat([[k, -1], tf.shape(t)[1:]], axis=0))
 
-        xs, ys = split(inputs), split(targets)
+        # Inputs may be a tuple (an encoder-decoder's source and target rows).
+        xs, ys = tf.nest.map_structure(split, inputs), split(targets)
 
         def body(i, loss_total, grads_total):
-            loss_sum, grads = micro_step(xs[i], ys[i])
+            loss_sum, grads = micro_step(tf.nest.map_structure(lambda x: x[i], xs), ys[i])
             return i + 1, loss_total + loss_sum, [a + g for a, g in zip(grads_total, grads)]
 
         zeros = [tf.zeros(v.shape, tf.float32) for v in variables]

@@ -17,7 +17,6 @@ is written, so a rejected run leaves nothing behind.
 import dataclasses
 import json
 import os
-import sys
 import time
 
 import keras
@@ -194,7 +193,7 @@ def train_classifier(options, log=print):
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
                               keep=options.keep_checkpoints, chief=chief)
     best = BestWeights(os.path.join(run_dir, BEST), model, chief)
-    restored = checkpoints.restore(warn=_warn)
+    restored = checkpoints.restore()
     if restored:
         log(f"resumed from {restored} at step {int(checkpoints.step)}")
     elif prepared.backbone is not None:
@@ -311,7 +310,7 @@ class BestWeights:
         if not self.chief and self._weights is not None:
             self.model.set_weights(self._weights)
         elif self.chief and self.key is not None:
-            restore_latest(self.checkpoint, self.directory, warn=_warn, partial=True)
+            restore_latest(self.checkpoint, self.directory, partial=True)
 
 
 def validation_scores(model, x, y, num_classes, pad_id=0, batch_size=128):
@@ -351,10 +350,6 @@ def _predict_fn(model):
 def _logsumexp(x):
     top = x.max(axis=-1, keepdims=True)
     return top + np.log(np.exp(x - top).sum(axis=-1, keepdims=True))
-
-
-def _warn(message):
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class RunLogs:

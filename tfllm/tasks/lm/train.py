@@ -7,7 +7,6 @@ first file is written, so a rejected run leaves nothing behind.
 import dataclasses
 import math
 import os
-import sys
 import time
 import zlib
 
@@ -111,7 +110,7 @@ def pretrain(options, log=print):
                       jit_compile=options.xla, grad_accum=options.grad_accum)
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
                               keep=options.keep_checkpoints, chief=chief)
-    restored = checkpoints.restore(warn=_warn)
+    restored = checkpoints.restore()
     check_workers_agree(strategy, int(checkpoints.step), zlib.crc32(train_ids.tobytes()))
     if restored:
         log(f"resumed from {restored} at step {int(checkpoints.step)}")
@@ -147,10 +146,6 @@ def pretrain(options, log=print):
     if options.export:
         result["saved_model"] = export_final(final, tokenizer, config, options, log)
     return result
-
-
-def _warn(message):
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def check_workers_agree(strategy, step, data_fingerprint):

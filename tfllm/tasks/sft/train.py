@@ -20,7 +20,6 @@ import dataclasses
 import filecmp
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -250,7 +249,7 @@ def train_sft(options, log=print):
                       if options.lora_rank else None)
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
                               keep=options.keep_checkpoints, chief=chief)
-    restored = checkpoints.restore(warn=_warn)
+    restored = checkpoints.restore()
     if restored:
         log(f"resumed from {restored} at step {int(checkpoints.step)}")
     trained = trainer.trained_parameters()
@@ -298,7 +297,3 @@ def write_samples(tuned, base, path):
                   f"--- fine-tuned{'' if t['ended'] else ' (no end-of-turn)'}: {t['reply']}",
                   ""]
     write_atomic(path, "\n".join(lines))
-
-
-def _warn(message):
-    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,73 @@
+"""SavedModels of seq2seq models: source strings in, target strings out, tokenizer,
+encoder and cached greedy decoding in one graph (`translate_graph`), no XLA.
+
+    serving_default  sources [batch] string -> targets [batch] string
+
+Versions are written under `saved_models/<name>/<version>/` by tfllm.savedmodel.publish.
+Loading needs only `tensorflow` and `tensorflow_text` (its ops run the tokenizer).
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from tfllm.atomic import write_json
+from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
+from tfllm.tasks.seq2seq.model import load_seq2seq_run, translate_graph
+from tfllm.training.run_dir import train_options
+
+SIGNATURES = ("serving_default",)
+
+
+def build_archive(model, tokenizer, config):
+    """A `keras.export.ExportArchive` whose `serving_default` translates raw texts."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(tokenizer)
+
+    def serving_default(sources):
+        return {"targets": translate_graph(model, tokenizer, config, sources)}
+
+    archive.add_endpoint("serving_default", tf.function(serving_default, jit_compile=False),
+                         [tf.TensorSpec([None], tf.string, name="sources")])
+    return archive
+
+
+def write_warmup(path, model_name):
+    """One `serving_default` request that TF Serving replays before serving."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+        name=model_name, signature_name="serving_default"))
+    request.inputs["sources"].CopyFrom(tf.make_tensor_proto(["Warm-up text."], tf.string))
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request))
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(log.SerializeToString())
+
+
+def export_seq2seq(model, tokenizer, config, model_dir, version=None, train_options=None):
+    """Write a new version of the seq2seq model under `model_dir`; returns its path."""
+
+    def write(staging):
+        build_archive(model, tokenizer, config).write_out(staging, verbose=False)
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        write_warmup(os.path.join(staging, WARMUP),
+                     os.path.basename(os.path.normpath(model_dir)))
+        write_json(os.path.join(staging, METADATA), {
+            "format": "tfllm", "task": "seq2seq", "config": config.to_dict(),
+            "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
+                          "pad_id": tokenizer.pad_id, "eos_id": tokenizer.eos_id},
+            "signatures": list(SIGNATURES), "train_options": train_options or {}})
+
+    return publish_version(model_dir, version, write)
+
+
+def export_run(run_dir, output_dir="saved_models", name=None, version=None):
+    """Export the latest checkpoint of a seq2seq run directory."""
+    name = name or os.path.basename(os.path.normpath(run_dir))
+    version_path(os.path.join(output_dir, name), version)  # refuse before the slow part
+    model, tokenizer, config = load_seq2seq_run(run_dir)
+    return export_seq2seq(model, tokenizer, config, os.path.join(output_dir, name), version,
+                          train_options=train_options(run_dir))
