@@ -108,7 +108,7 @@ def test_scores_agree_with_sacrebleu_itself():
     assert scores["bleu_tokenize"] == "zh"
     assert scores["bleu"] == sacrebleu.corpus_bleu(hypotheses, [references], tokenize="zh").score
     assert scores["chrf"] == sacrebleu.corpus_chrf(hypotheses, [references]).score
-    english = translation_scores(["the cat sat"], ["the cat sat"])
+    english = translation_scores(["the cat sat on the mat"], ["the cat sat on the mat"])
     assert english["bleu_tokenize"] == "13a" and english["bleu"] == pytest.approx(100.0)
 
 
