@@ -99,20 +99,29 @@ def read_tensorboard(directory):
 
 
 def plot_losses(rows, path, title="loss"):
-    """Train and validation loss against step, written atomically to `path`."""
+    """Train and validation loss of one run (its metrics.csv rows) against step."""
+    plot_runs({"": rows}, path, title)
+
+
+def plot_runs(runs, path, title="loss"):
+    """Train (solid) and validation (dashed, dots) loss against step of several runs,
+    `{name: metrics.csv rows}`, in one PNG written atomically to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    def series(key):
+    def series(rows, key):
         points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
         return zip(*points) if points else ((), ())
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        steps, values = series(key)
-        ax.plot(steps, values, label=label, marker="o" if key == "val_loss" else None)
+    for i, (name, rows) in enumerate(runs.items()):
+        colour = f"C{i}"
+        for key, label, style in (("train_loss", "train", dict(linestyle="-")),
+                                  ("val_loss", "validation", dict(linestyle="--", marker="o"))):
+            steps, values = series(rows, key)
+            ax.plot(steps, values, label=f"{name} {label}".strip(), color=colour, **style)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title)
