@@ -11,8 +11,9 @@ from tfllm.chat_format import END_TOKEN, ChatTokens, render_ids, trim_to_fit
 from tfllm.evaluation import write_report
 from tfllm.generation import decode, left_pad
 from tfllm.tasks.lm.evaluate import evaluate_lm
-from tfllm.tasks.sft.data import (conversation_rows, encode_conversations, read_conversations,
+from tfllm.tasks.sft.data import (conversation_rows, encode_conversations,
                                   split_conversations)
+from tfllm.tasks.sft.mixture import load_conversations
 from tfllm.training.loop import token_losses
 from tfllm.training.run_dir import load_run, train_options
 
@@ -134,7 +135,7 @@ def evaluate_sft(model, tokenizer, conversations, *, context_length, seq_len=Non
 def compare_runs(base_run, sft_run, data, max_new_tokens=MAX_NEW_TOKENS, seq_len=None):
     """{"base": evaluate_sft(...), "sft": evaluate_sft(...)} of two run directories on the
     conversations of the JSONL file `data` (e.g. a held-out split)."""
-    conversations = read_conversations(data, flag="data")
+    conversations = load_conversations(data, flag="data")
     results = {}
     for key, run in (("base", base_run), ("sft", sft_run)):
         model, tokenizer, config = load_run(run)
@@ -162,13 +163,13 @@ def heldout_conversations(train_options, data=""):
     """(conversations, where they came from): `data` whole, else the run's validation
     conversations (its --val, or the share of its --data held out, as training did)."""
     if data:
-        return read_conversations(data, flag="--data"), data
+        return load_conversations(data, flag="--data"), data
     if train_options.get("val"):
-        return read_conversations(train_options["val"], flag="--val"), train_options["val"]
+        return load_conversations(train_options["val"], flag="--val"), train_options["val"]
     if not train_options.get("data"):
         raise ValueError("no held-out conversations to score: pass --data FILE (JSONL)")
     fraction = train_options.get("val_fraction", 0.1)
-    conversations = read_conversations(train_options["data"], flag="--data")
+    conversations = load_conversations(train_options["data"], flag="--data")
     return (split_conversations(conversations, fraction)[1],
             f"{fraction:.0%} of {train_options['data']} held out")
 

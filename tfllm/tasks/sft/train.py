@@ -33,8 +33,9 @@ from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
 from tfllm.models import build_gpt
 from tfllm.savedmodel.gpt import export_final
 from tfllm.tasks.sft.data import (conversation_rows, encode_conversations, pack_rows,
-                                  read_conversations, split_conversations)
+                                  split_conversations)
 from tfllm.tasks.sft.evaluate import evaluate_sft, summary
+from tfllm.tasks.sft.mixture import load_conversations
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
@@ -135,9 +136,9 @@ def check_resumable_sft(run_dir, tokenizer, config, options):
 def read_sft_data(options):
     """(training conversations, validation conversations, where validation came from):
     --val, or a seeded share of --data held out."""
-    conversations = read_conversations(options.data)
+    conversations = load_conversations(options.data)
     if options.val:
-        return conversations, read_conversations(options.val, flag="--val"), options.val
+        return conversations, load_conversations(options.val, flag="--val"), options.val
     train, val = split_conversations(conversations, options.val_fraction)
     return train, val, f"{options.val_fraction:.0%} of --data held out"
 
