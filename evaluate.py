@@ -47,6 +47,17 @@ def parse_args(argv=None):
     p.add_argument("--attention", default=None, metavar="TEXT",
                    help="a GPT run directory: write attention.png instead, every layer's and "
                    "head's attention over TEXT and the probability of each next token")
+    p.add_argument("--suite", action="store_true",
+                   help="write the report card instead (report.json, report.md, suite.png): "
+                   "text, translation, math, sentiment and chat rows, a column per model")
+    p.add_argument("--suite-data", action="append", default=[], metavar="ROW=SPEC",
+                   help="a row's data, a file or a dataset name (defaults: "
+                   "translate=cmn-eng:test, math=gsm8k:test, sentiment=sst2:test, "
+                   "chat=personality_chat:valid; text: the first model's held-out text)")
+    p.add_argument("--suite-size", type=int, default=100,
+                   help="examples scored per row and model")
+    p.add_argument("--suite-language", default="en",
+                   help="the sentiment row's language, en or zh (its instruction and words)")
     p.add_argument("--losses", action="store_true",
                    help="write losses.png instead: the train and validation loss curves of "
                    "every run directory given, together")
@@ -60,6 +71,8 @@ def main(argv=None):
     args.model = args.models[0]
 
     def run():
+        if args.suite:
+            return suite(args)
         if args.losses:
             return losses(args)
         if len(args.models) > 1:
@@ -73,6 +86,19 @@ def main(argv=None):
         task.evaluate(args)
 
     return exit_code(run)
+
+
+def suite(args):
+    """evaluate.py --suite: the report card of every model given."""
+    for path in args.models:
+        task_of(path)  # refuse a path that is no model before TensorFlow starts
+    import_tensorflow_quietly()
+    from tfllm.suite import format_markdown, run_suite
+
+    report = run_suite(args.models, args.suite_data, args.suite_size, args.out or ".",
+                       args.suite_language)
+    print(format_markdown(report).split("\n## Samples")[0])
+    print(f"report card: {os.path.join(args.out or '.', 'report.md')}")
 
 
 def losses(args):

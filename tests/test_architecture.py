@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "tfllm"
 # Entry points above the tasks: they ask the registry which task a model belongs to.
-ENTRY_POINTS = {"tfllm.export", "tfllm.chat", "tfllm.serve"}
+ENTRY_POINTS = {"tfllm.export", "tfllm.chat", "tfllm.serve", "tfllm.suite"}
 
 
 def module_names():

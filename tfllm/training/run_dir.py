@@ -85,6 +85,15 @@ def train_options(run_dir):
         return json.load(f)
 
 
+def recorded_options(path):
+    """The training options of a run directory, or those an exported SavedModel keeps in
+    its metadata ({} if none)."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        with open(os.path.join(path, "assets.extra", "tfllm.json"), encoding="utf-8") as f:
+            return json.load(f).get("train_options", {})
+    return train_options(path)
+
+
 def lora_rank(run_dir):
     """The LoRA rank a run trained with (train_config.json's lora_rank; 0: none)."""
     return int(train_options(run_dir).get("lora_rank") or 0)

@@ -2,7 +2,6 @@
 held-out pairs, their BLEU and chrF (sacrebleu), the token loss where the weights are at
 hand, and samples, in report.json."""
 
-import json
 import os
 
 import tensorflow as tf
@@ -13,7 +12,7 @@ from tfllm.quiet import quiet_stderr
 from tfllm.tasks.seq2seq.data import read_pairs, split_pairs
 from tfllm.tasks.seq2seq.metrics import translation_scores
 from tfllm.tasks.seq2seq.model import Translator, load_seq2seq_run, sources_and_references
-from tfllm.training.run_dir import train_options
+from tfllm.training.run_dir import recorded_options
 
 SAMPLES = 5
 
@@ -64,14 +63,9 @@ def evaluate(args):
         raise ValueError(f"'{args.model}' is a translator (task seq2seq): --prompt applies "
                          "to language models; pass --data pairs.tsv to translate")
     saved = os.path.exists(os.path.join(args.model, "saved_model.pb"))
-    if saved:
-        with open(os.path.join(args.model, "assets.extra", "tfllm.json"),
-                  encoding="utf-8") as f:
-            options = json.load(f).get("train_options", {})
-        translator = SavedTranslator(args.model)
-    else:
-        options = train_options(args.model)
-        translator = Translator(*load_seq2seq_run(args.model))
+    options = recorded_options(args.model)
+    translator = (SavedTranslator(args.model) if saved else
+                  Translator(*load_seq2seq_run(args.model)))
     pairs, source = heldout_pairs(options, args.data)
     scores, samples = score_translator(translator, pairs)
     report = {"model": args.model, "task": "seq2seq", "data": source, "metrics": scores,

@@ -1,0 +1,334 @@
+"""The report card (`evaluate.py MODEL [MODEL ...] --suite`): the same rows for every model,
+a column each (base and fine-tuned side by side), in report.json, report.md and
+suite.png.
+
+Rows, each where it applies to a model:
+
+    text       bits per byte (and loss) on held-out text                  GPT
+    translate  BLEU and chrF of English -> Chinese translations (sacrebleu)  chat model, seq2seq
+    math       exact match of GSM8K's final number                        chat model
+    sentiment  accuracy and macro-F1 of the model's one-word answers      chat model
+    chat       assistant-token loss and end-of-turn rate                   chat run directory
+
+A chat model answers an instruction (the prompts of tfllm.tasks.sft.mixture, so a model
+fine-tuned on such a mixture is asked as it learnt) greedily; a translator translates its
+own direction. Each row reads a file or a dataset name (`--suite-data ROW=SPEC`) and scores
+its first `--suite-size` examples.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+
+from tfllm.atomic import save_figure, write_atomic, write_json
+from tfllm.datasets import resolve_data
+from tfllm.tasks import task_of
+
+ROWS = ("text", "translate", "math", "sentiment", "chat")
+DEFAULT_DATA = {"translate": "cmn-eng:test", "math": "gsm8k:test", "sentiment": "sst2:test",
+                "chat": "personality_chat:valid"}
+SENTIMENT_WORDS = {"en": ["negative", "positive"], "zh": ["负面", "正面"]}
+MAX_NEW_TOKENS = {"translate": 48, "math": 128, "sentiment": 8}
+SAMPLES = 3
+
+
+class ChatAnswers:
+    """Greedy replies of a chat model (run directory or SavedModel) to single messages."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        from tfllm.chat_format import ChatTokens, prompt_ids
+
+        self._tf = tf
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            self._chat = tf.saved_model.load(path).signatures.get("chat")
+            self.model = None
+            return
+        from tfllm.generation import Generator
+        from tfllm.training.run_dir import load_run
+
+        self.model, self.tokenizer, self.config = load_run(path)
+        self.tokens = ChatTokens(self.tokenizer)
+        self._prompt_ids = prompt_ids
+        self._generator = Generator(self.model, self.tokenizer, self.config.context_length)
+
+    def __call__(self, messages, max_new_tokens, batch_size=16):
+        if self.model is None:
+            out = []
+            for i in range(0, len(messages), batch_size):
+                conversations = [json.dumps([{"role": "user", "content": m}])
+                                 for m in messages[i:i + batch_size]]
+                replies = self._chat(conversations=self._tf.constant(conversations),
+                                     max_new_tokens=self._tf.constant(max_new_tokens))
+                out += [r.decode("utf-8", "replace") for r in replies["replies"].numpy()]
+            return out
+        budget = self.config.context_length - max_new_tokens
+        prompts = [self._prompt_ids(self.tokenizer, [{"role": "user", "content": m}], budget,
+                                    self.tokens) for m in messages]
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            out += self._generator(prompts[i:i + batch_size], max_new_tokens=max_new_tokens,
+                                   stop_token_ids=[self.tokens.end_id,
+                                                   self.tokenizer.eos_id])
+        return out
+
+
+def final_number(text):
+    """The answer of a GSM8K-style text: after '####' if present, else its last number."""
+    tail = text.split("####")[-1] if "####" in text else text
+    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?", tail)
+    return numbers[-1].replace(",", "").rstrip(".") if numbers else None
+
+
+def sentiment_answer(reply, words):
+    """The label id whose word the reply names first, or -1."""
+    found = [(reply.lower().find(w.lower()), i) for i, w in enumerate(words)]
+    found = [(at, i) for at, i in found if at >= 0]
+    return min(found)[1] if found else -1
+
+
+def macro_f1(y_true, y_pred, labels):
+    """Macro-F1 over `labels` (an unparsed answer, -1, counts as wrong for every class)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+
+
+# --- the rows --------------------------------------------------------------------------
+
+
+def suite_texts(model_paths, tasks, spec):
+    """(texts, where from) of the text row: `spec`'s, else the held-out text of the first
+    language-model run given; (None, None) when neither exists."""
+    from tfllm.data import read_texts
+    from tfllm.evaluation import heldout_texts
+    from tfllm.training.run_dir import recorded_options
+
+    if spec:
+        return read_texts(resolve_data(spec)), spec
+    for path, task in zip(model_paths, tasks):
+        if task.name == "lm":
+            return heldout_texts(recorded_options(path)), f"held-out text of {path}"
+    return None, None
+
+
+def row_text(model_path, texts):
+    from tfllm.evaluation import load_for_evaluation, score_texts
+
+    model = load_for_evaluation(model_path)
+    metrics = score_texts(model, texts, model.context_length)
+    return {"bits_per_byte": metrics["bits_per_byte"], "loss": metrics["loss"],
+            "tokens": metrics["tokens"]}, []
+
+
+def row_translate(model_path, task, data, size, answers):
+    from tfllm.tasks.seq2seq.data import read_pairs
+    from tfllm.tasks.seq2seq.metrics import translation_scores
+    from tfllm.tasks.sft.mixture import PROMPTS
+
+    if task.name == "seq2seq":
+        from tfllm.tasks.seq2seq.evaluate import SavedTranslator
+        from tfllm.tasks.seq2seq.model import Translator, load_seq2seq_run
+        from tfllm.training.run_dir import recorded_options
+
+        saved = os.path.exists(os.path.join(model_path, "saved_model.pb"))
+        reverse = bool(recorded_options(model_path).get("reverse"))
+        pairs = read_pairs(data, reverse)[:size]
+        translate = SavedTranslator(model_path) if saved else \
+            Translator(*load_seq2seq_run(model_path))
+        hypotheses = translate([s for s, _ in pairs])
+    else:
+        pairs = read_pairs(data)[:size]
+        hypotheses = answers([PROMPTS["en-zh"].format(text=s) for s, _ in pairs],
+                             MAX_NEW_TOKENS["translate"])
+    scores = translation_scores(hypotheses, [t for _, t in pairs])
+    samples = [{"input": s, "reference": t, "output": h}
+               for (s, t), h in list(zip(pairs, hypotheses))[:SAMPLES]]
+    return {"bleu": scores["bleu"], "chrf": scores["chrf"], "pairs": scores["pairs"]}, samples
+
+
+def row_math(data, size, answers):
+    from tfllm.tasks.sft.data import read_conversations
+
+    conversations = read_conversations(data)[:size]
+    questions = [c[0]["content"] for c in conversations]
+    references = [final_number(c[-1]["content"]) for c in conversations]
+    replies = answers(questions, MAX_NEW_TOKENS["math"])
+    hits = [final_number(r) == ref for r, ref in zip(replies, references)]
+    samples = [{"input": q, "reference": ref, "output": r}
+               for q, ref, r in list(zip(questions, references, replies))[:SAMPLES]]
+    return {"exact_match": float(np.mean(hits)), "questions": len(hits)}, samples
+
+
+def row_sentiment(data, size, answers, language):
+    from tfllm.tasks.classify.data import read_examples
+    from tfllm.tasks.sft.mixture import PROMPTS
+
+    words = SENTIMENT_WORDS[language]
+    examples = [e for e in read_examples(data) if e.label in ("0", "1")][:size]
+    replies = answers([PROMPTS["sentiment/" + language].format(text=e.text)
+                       for e in examples], MAX_NEW_TOKENS["sentiment"])
+    y_true = [int(e.label) for e in examples]
+    y_pred = [sentiment_answer(r, words) for r in replies]
+    samples = [{"input": e.text, "reference": words[t], "output": r}
+               for e, t, r in list(zip(examples, y_true, replies))[:SAMPLES]]
+    return {"accuracy": float(np.mean(np.equal(y_true, y_pred))),
+            "macro_f1": macro_f1(y_true, y_pred, [0, 1]),
+            "answered": float(np.mean(np.not_equal(y_pred, -1))),
+            "examples": len(examples)}, samples
+
+
+def row_chat(model_path, data, size):
+    from tfllm.tasks.sft.data import read_conversations
+    from tfllm.tasks.sft.evaluate import evaluate_sft
+    from tfllm.training.run_dir import load_run
+
+    model, tokenizer, config = load_run(model_path)
+    result = evaluate_sft(model, tokenizer, read_conversations(data)[:size],
+                          context_length=config.context_length)
+    samples = [{"input": s["prompt"], "reference": s["reference"], "output": s["reply"]}
+               for s in result["samples"][:SAMPLES]]
+    return {"assistant_loss": result["val_loss"], "end_rate": result["end_rate"],
+            "conversations": result["replies"]}, samples
+
+
+# --- the card --------------------------------------------------------------------------
+
+
+def applicable(row, task, path, has_chat):
+    saved = os.path.exists(os.path.join(path, "saved_model.pb"))
+    return {"text": task.name in ("lm", "sft"),
+            "translate": has_chat or task.name == "seq2seq",
+            "math": has_chat, "sentiment": has_chat,
+            "chat": has_chat and not saved}[row]
+
+
+def has_chat_markers(path):
+    """Whether a GPT run or SavedModel holds the chat format (its tokenizer's markers)."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        with open(os.path.join(path, "assets.extra", "tfllm.json"), encoding="utf-8") as f:
+            return "chat" in json.load(f).get("signatures", [])
+    from tfllm.chat_format import ChatTokens
+    from tfllm.tokenizers import load_tokenizer
+
+    try:
+        ChatTokens(load_tokenizer(os.path.join(path, "tokenizer")))
+    except ValueError:
+        return False
+    return True
+
+
+def parse_suite_data(specs):
+    """{row: file or dataset name} from ROW=SPEC strings over the defaults."""
+    data = dict(DEFAULT_DATA)
+    for spec in specs:
+        row, eq, value = spec.partition("=")
+        if not eq or row not in ROWS or not value:
+            raise ValueError(f"--suite-data {spec!r}: write ROW=FILE with ROW one of "
+                             f"{', '.join(ROWS)}")
+        data[row] = value
+    return data
+
+
+def run_suite(model_paths, data_specs=(), size=100, out=".", sentiment_language="en",
+              log=print):
+    """Score every model on every row that applies; write report.json, report.md and
+    suite.png into `out`; returns the report."""
+    if size < 1:
+        raise ValueError(f"--suite-size must be 1 or more, got {size}")
+    if sentiment_language not in SENTIMENT_WORDS:
+        raise ValueError(f"--suite-language {sentiment_language!r}: use en or zh")
+    tasks = [task_of(path) for path in model_paths]  # refuse unknown paths first
+    wanted = parse_suite_data(data_specs)
+    needed = {row for row in ROWS for path, task in zip(model_paths, tasks)
+              if applicable(row, task, path, task.chats and has_chat_markers(path))}
+    texts, text_source = suite_texts(model_paths, tasks, wanted.get("text"))
+    if texts is None:
+        needed.discard("text")
+        log("text row left out: no language-model run to take held-out text from; give "
+            "--suite-data text=FILE")
+    data = {row: resolve_data(wanted[row], log=log) for row in needed if row != "text"}
+    if texts is not None:
+        data["text"] = text_source
+    report = {"models": list(model_paths), "data": data, "size": size, "rows": {},
+              "samples": {}}
+    for path, task in zip(model_paths, tasks):
+        chat = task.chats and has_chat_markers(path)
+        answers = ChatAnswers(path) if chat else None
+        for row in ROWS:
+            if row not in needed or not applicable(row, task, path, chat):
+                continue
+            log(f"{path}: {row}")
+            if row == "text":
+                metrics, samples = row_text(path, texts)
+            elif row == "translate":
+                metrics, samples = row_translate(path, task, data[row], size, answers)
+            elif row == "math":
+                metrics, samples = row_math(data[row], size, answers)
+            elif row == "sentiment":
+                metrics, samples = row_sentiment(data[row], size, answers, sentiment_language)
+            else:
+                metrics, samples = row_chat(path, data[row], size)
+            report["rows"].setdefault(row, {})[path] = metrics
+            report["samples"].setdefault(row, {})[path] = samples
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "report.json"), report)
+    write_atomic(os.path.join(out, "report.md"), format_markdown(report))
+    plot_card(report, os.path.join(out, "suite.png"))
+    return report
+
+
+HEADLINES = [("text", "bits_per_byte", "bits per byte (lower is better)"),
+             ("translate", "bleu", "translation BLEU"), ("translate", "chrf", "translation chrF"),
+             ("math", "exact_match", "GSM8K exact match"),
+             ("sentiment", "accuracy", "sentiment accuracy"),
+             ("sentiment", "macro_f1", "sentiment macro-F1"),
+             ("chat", "assistant_loss", "chat assistant-token loss"),
+             ("chat", "end_rate", "chat end-of-turn rate")]
+
+
+def format_markdown(report):
+    models = report["models"]
+    lines = ["# Report card", "", "| metric | " + " | ".join(f"`{m}`" for m in models) + " |",
+             "| --- |" + " --- |" * len(models)]
+    for row, key, name in HEADLINES:
+        if row not in report["rows"]:
+            continue
+        cells = []
+        for m in models:
+            value = report["rows"][row].get(m, {}).get(key)
+            cells.append("n/a" if value is None else f"{value:.4g}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Data: " + ", ".join(f"{k}: `{v}`" for k, v in report["data"].items()
+                                         if v) + f"; at most {report['size']} examples a row.",
+              "", "## Samples", ""]
+    for row, by_model in report["samples"].items():
+        for m, samples in by_model.items():
+            for s in samples:
+                lines.append(f"- {row}, `{m}`: {s['input'][:80]!r} -> {s['output'][:80]!r} "
+                             f"(reference {str(s['reference'])[:60]!r})")
+    return "\n".join(lines) + "\n"
+
+
+def plot_card(report, path):
+    """A bar chart per headline metric, a bar per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(row, key, name) for row, key, name in HEADLINES if row in report["rows"]]
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(3.2 * max(len(shown), 1), 3.2),
+                             squeeze=False)
+    names = [os.path.basename(os.path.normpath(m)) for m in report["models"]]
+    for ax, (row, key, name) in zip(axes[0], shown):
+        values = [report["rows"][row].get(m, {}).get(key, np.nan) for m in report["models"]]
+        ax.bar(range(len(values)), values, color=[f"C{i}" for i in range(len(values))])
+        ax.set_xticks(range(len(values)), names, rotation=30, ha="right")
+        ax.set_title(name, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
