@@ -41,6 +41,16 @@ def test_maps_are_the_weights_the_layers_mix_values_with():
     np.testing.assert_allclose(next_probs, probs[np.arange(6), ids[1:]], rtol=1e-5)
 
 
+def test_byte_tokens_show_the_character_they_complete():
+    from tfllm.attention_maps import token_pieces
+    from tfllm.tokenizers import SentencePieceTokenizer
+
+    tokenizer = SentencePieceTokenizer.train(["A list is a thing."] * 200, vocab_size=300)
+    pieces = token_pieces(tokenizer, tokenizer.encode("A list is 中"))
+    assert "".join(pieces).replace("<byte>", "") == "A list is 中"
+    assert pieces[-3:] == ["<byte>", "<byte>", "中"]  # byte fallback: three UTF-8 bytes
+
+
 def test_labels_fall_back_to_code_points_without_a_cjk_font():
     from tfllm.attention_maps import token_labels
 

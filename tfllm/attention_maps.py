@@ -97,11 +97,26 @@ def plot_attention(maps, next_probs, pieces, path, title=""):
         bars.set_title("probability of each next token")
         note = "" if font or all(label == p for label, p in zip(labels, pieces)) else \
             " (no CJK font installed: CJK pieces shown as code points)"
-        fig.suptitle(title + note)
-        fig.tight_layout()
+        fig.suptitle(token_labels([title], font)[0].replace("\u2423", " ") + note)
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
         save_figure(fig, path, dpi=110)
         plt.close(fig)
     return path
+
+
+def token_pieces(tokenizer, ids):
+    """The text each token adds to the decoded text. A byte token that only starts a
+    character (SentencePiece's byte fallback) adds nothing yet: it shows as <byte>, and the
+    token that completes the character shows the character."""
+    pieces, done = [], ""
+    for k in range(len(ids)):
+        text = tokenizer.decode(ids[:k + 1])
+        if text.endswith("\ufffd"):
+            pieces.append("<byte>")
+            continue
+        pieces.append(text[len(done):] if text.startswith(done) else text)
+        done = text
+    return pieces
 
 
 def attention_report(model, tokenizer, text, path, max_tokens=48):
@@ -110,7 +125,7 @@ def attention_report(model, tokenizer, text, path, max_tokens=48):
     ids = [tokenizer.eos_id] + tokenizer.encode(text)[: max_tokens - 1]
     if len(ids) < 2:
         raise ValueError("--attention text is empty: give some words to look at")
-    pieces = ["<eos>"] + [tokenizer.decode([i]) for i in ids[1:]]
+    pieces = ["<eos>"] + token_pieces(tokenizer, ids[1:])
     maps, next_probs = attention_maps(model, ids)
     plot_attention(maps, next_probs, pieces, path, title=repr(text[:60]))
     return maps, next_probs, pieces
