@@ -45,7 +45,8 @@ def test_byte_tokens_show_the_character_they_complete():
     from tfllm.attention_maps import token_pieces
     from tfllm.tokenizers import SentencePieceTokenizer
 
-    tokenizer = SentencePieceTokenizer.train(["A list is a thing."] * 200, vocab_size=300)
+    tokenizer = SentencePieceTokenizer.train(["A list is a thing, and so is a tuple."] * 200,
+                                             vocab_size=290)
     pieces = token_pieces(tokenizer, tokenizer.encode("A list is 中"))
     assert "".join(pieces).replace("<byte>", "") == "A list is 中"
     assert pieces[-3:] == ["<byte>", "<byte>", "中"]  # byte fallback: three UTF-8 bytes
