@@ -35,44 +35,67 @@ SAMPLES = 3
 
 
 class ChatAnswers:
-    """Greedy replies of a chat model (run directory or SavedModel) to single messages."""
+    """Greedy replies of a chat model (run directory or SavedModel) to single messages.
+    A reply is at most half the context long; a message that leaves it no room gets the
+    empty reply (scored as wrong)."""
 
     def __init__(self, path):
         import tensorflow as tf
 
-        from tfllm.chat_format import ChatTokens, prompt_ids
-
         self._tf = tf
         if os.path.exists(os.path.join(path, "saved_model.pb")):
-            self._chat = tf.saved_model.load(path).signatures.get("chat")
+            loaded = tf.saved_model.load(path)
+            self._chat, self._tokenize = (loaded.signatures["chat"],
+                                          loaded.signatures["tokenize"])
+            with open(os.path.join(path, "assets.extra", "tfllm.json"), encoding="utf-8") as f:
+                self.context_length = json.load(f)["config"]["context_length"]
             self.model = None
             return
+        from tfllm.chat_format import ChatTokens
         from tfllm.generation import Generator
         from tfllm.training.run_dir import load_run
 
-        self.model, self.tokenizer, self.config = load_run(path)
+        self.model, self.tokenizer, config = load_run(path)
+        self.context_length = config.context_length
         self.tokens = ChatTokens(self.tokenizer)
-        self._prompt_ids = prompt_ids
-        self._generator = Generator(self.model, self.tokenizer, self.config.context_length)
+        self._generator = Generator(self.model, self.tokenizer, self.context_length)
+
+    def _lengths(self, messages):
+        if self.model is None:
+            return self._tokenize(texts=self._tf.constant(messages))["lengths"].numpy()
+        return [len(self.tokenizer.encode(m)) for m in messages]
 
     def __call__(self, messages, max_new_tokens, batch_size=16):
-        if self.model is None:
-            out = []
-            for i in range(0, len(messages), batch_size):
-                conversations = [json.dumps([{"role": "user", "content": m}])
-                                 for m in messages[i:i + batch_size]]
-                replies = self._chat(conversations=self._tf.constant(conversations),
-                                     max_new_tokens=self._tf.constant(max_new_tokens))
-                out += [r.decode("utf-8", "replace") for r in replies["replies"].numpy()]
-            return out
-        budget = self.config.context_length - max_new_tokens
-        prompts = [self._prompt_ids(self.tokenizer, [{"role": "user", "content": m}], budget,
-                                    self.tokens) for m in messages]
+        max_new_tokens = min(max_new_tokens, self.context_length // 2)
+        # The prompt adds EOS, <|user|>, <|end|> and <|assistant|> around the message.
+        fits = [n + 4 <= self.context_length - max_new_tokens
+                for n in self._lengths(messages)]
+        chosen = [m for m, ok in zip(messages, fits) if ok]
+        replies = iter(self._answer(chosen, max_new_tokens, batch_size))
+        return [next(replies) if ok else "" for ok in fits]
+
+    def _answer(self, messages, max_new_tokens, batch_size):
+        from tfllm.chat_format import render_ids
+
         out = []
-        for i in range(0, len(prompts), batch_size):
-            out += self._generator(prompts[i:i + batch_size], max_new_tokens=max_new_tokens,
-                                   stop_token_ids=[self.tokens.end_id,
-                                                   self.tokenizer.eos_id])
+        for i in range(0, len(messages), batch_size):
+            chunk = messages[i:i + batch_size]
+            if self.model is None:
+                conversations = [json.dumps([{"role": "user", "content": m}]) for m in chunk]
+                tf = self._tf
+                replies = self._chat(
+                    conversations=tf.constant(conversations),
+                    max_new_tokens=tf.constant(max_new_tokens, tf.int32),
+                    temperature=tf.constant(0.0), top_k=tf.constant(0),
+                    top_p=tf.constant(1.0), seed=tf.constant(0))
+                out += [r.decode("utf-8", "replace") for r in replies["replies"].numpy()]
+            else:
+                prompts = [render_ids(self.tokenizer, [{"role": "user", "content": m}],
+                                      add_reply_prompt=True, tokens=self.tokens)[0].tolist()
+                           for m in chunk]
+                out += self._generator(prompts, max_new_tokens=max_new_tokens,
+                                       stop_token_ids=[self.tokens.end_id,
+                                                       self.tokenizer.eos_id])
         return out
 
 
