@@ -149,24 +149,27 @@ def create_app(engine, api_key=None, limits=None):
         return await whole_reply(request, job, reply)
 
     async def whole_reply(request, job, reply):
+        async def watch():  # a plain request has no stream to notice a disconnect
+            while not await request.is_disconnected():
+                await asyncio.sleep(DISCONNECT_POLL_S)
+            job.cancel()
+
+        watcher = asyncio.create_task(watch())
         pieces = []
         try:
             while True:
-                try:
-                    event = await asyncio.wait_for(job.events.get(), DISCONNECT_POLL_S)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        job.cancel()
-                        return JSONResponse(error_body("client disconnected"), 499)
-                    continue
+                event = await job.events.get()
                 if event[0] == "text":
                     pieces.append(event[1])
                 elif event[0] == "end":
                     return JSONResponse(reply.whole("".join(pieces), event[1], event[2]))
+                elif event[0] == "cancelled":  # nobody is left to read the answer
+                    return JSONResponse(error_body("client disconnected"), 499)
                 else:
                     raise APIError(500, event[1], type="server_error")
         finally:
-            job.cancel()  # a no-op once the job has ended; stops it if this was cancelled
+            watcher.cancel()
+            job.cancel()  # a no-op once the job has ended
 
     async def stream_events(job, reply, include_usage):
         try:
@@ -180,6 +183,8 @@ def create_app(engine, api_key=None, limits=None):
                     if include_usage:
                         yield sse(reply.usage_chunk(event[2]))
                     yield sse("[DONE]")
+                    return
+                elif event[0] == "cancelled":
                     return
                 else:
                     yield sse(error_body(event[1], type="server_error"))

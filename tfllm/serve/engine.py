@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfllm.chat_format import ChatTokens, prompt_ids
 from tfllm.generation import (cut_at_stop, decode_step, encode_prompts, left_pad, prefill,
                               sample_tokens)
+from tfllm.models.gpt import init_cache
 from tfllm.serve.protocol import chat_refusal
 from tfllm.serve.worker import Worker
 from tfllm.training.run_dir import load_run, train_options
@@ -29,30 +30,46 @@ from tfllm.training.run_dir import load_run, train_options
 BUCKET = 32
 
 
+def stop_prefix_length(text, stop):
+    """The length of the longest end of `text` that begins one of the `stop` strings
+    (text that may turn out to be part of a stop string)."""
+    return max((k for s in stop for k in range(1, min(len(s), len(text) + 1))
+                if text.endswith(s[:k])), default=0)
+
+
 class RowState:
-    """One job's reply as its tokens come: the text shown so far and when it ends."""
+    """One job's reply as its tokens come: the text shown so far and when it ends.
+
+    Shown text is final: a partial UTF-8 character (a byte piece waiting for the rest)
+    and an end that may begin a stop string are held back until the next tokens settle
+    them, so the streamed pieces always join to the plain reply.
+    """
 
     def __init__(self, job, stop_ids):
         self.job, self.stop_ids = job, stop_ids
-        self.ids, self.shown, self.done = [], "", False
+        self.ids, self.text, self.shown, self.done = [], "", "", False
 
     def take(self, token, text):
         """Add `token`, whose addition makes the reply `text` (None for a stop token);
         returns (piece to send or "", finish reason or None)."""
+        sampling = self.job.sampling
         if token in self.stop_ids:
-            return "", "stop"
+            return self._show(self.text.rstrip("\ufffd")), "stop"
         self.ids.append(token)
-        cut = cut_at_stop(text, self.job.sampling.stop)
-        # Hold back a partial UTF-8 character (a byte piece still waiting for the rest).
-        ready = cut if cut != text or not text.endswith("\ufffd") else text.rstrip("\ufffd")
-        piece = ""
-        if len(ready) > len(self.shown):
-            piece, self.shown = ready[len(self.shown):], ready
+        self.text = text
+        cut = cut_at_stop(text, sampling.stop)
         if cut != text:
-            return piece, "stop"
-        if len(self.ids) >= self.job.sampling.max_tokens:
-            return piece, "length"
-        return piece, None
+            return self._show(cut), "stop"
+        ready = text.rstrip("\ufffd")
+        if len(self.ids) >= sampling.max_tokens:
+            return self._show(ready), "length"
+        return self._show(ready[:len(ready) - stop_prefix_length(ready, sampling.stop)]), None
+
+    def _show(self, ready):
+        if len(ready) <= len(self.shown):
+            return ""
+        piece, self.shown = ready[len(self.shown):], ready
+        return piece
 
 
 class RunEngine(Worker):
@@ -78,10 +95,15 @@ class RunEngine(Worker):
         task = train_options(run_dir).get("task", "lm")
         self.chat_refusal = chat_refusal(self.model_id, task, self.tokens is not None)
         pad = self.tokenizer.pad_id
+        ids = tf.TensorSpec([None, None], tf.int32)  # (batch, length)
+        row, scalar = tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)
+        caches = [tuple(tf.TensorSpec([None, None, *t.shape[2:]], t.dtype) for t in pair)
+                  for pair in init_cache(model, 1, 1)]  # (batch, length, heads, head_dim)
+        # One trace each, whatever the batch, prompt and reply lengths.
         self._prefill = tf.function(lambda p, n: prefill(model, p, n, pad),
-                                    reduce_retracing=True)
+                                    input_signature=[ids, scalar])
         self._step = tf.function(lambda *args: decode_step(model, *args),
-                                 reduce_retracing=True)
+                                 input_signature=[row, caches, ids, scalar, row, scalar])
         self._sample = tf.function(sample_tokens, reduce_retracing=True)
 
     # --- requests -> jobs (called from the web side; raise ValueError for a 400) ---------
@@ -104,15 +126,13 @@ class RunEngine(Worker):
         return ids, len(ids)
 
     def warm_up(self):
-        """Trace the graphs for free shapes (two batches of different shapes), so the
-        first requests do not wait for tracing."""
+        """Trace the graphs (a greedy and a sampled row), so that the first requests do
+        not wait for tracing."""
         from tfllm.serve.worker import Job, Sampling
 
-        for rows in (1, 3):
-            jobs = [Job("completion", [self.tokenizer.eos_id] * (2 + i),
-                        Sampling(max_tokens=2 + rows, temperature=0.5 * i, seed=i), 2 + i)
-                    for i in range(rows)]
-            self.run_batch(jobs)
+        eos = self.tokenizer.eos_id
+        self.run_batch([Job("completion", [eos, eos], Sampling(2), 2),
+                        Job("completion", [eos], Sampling(2, temperature=1.0), 1)])
         self.stats.update(tokens_generated=0, completed=0)
 
     # --- the worker side -----------------------------------------------------------------

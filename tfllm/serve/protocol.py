@@ -99,11 +99,11 @@ def _number(body, name, default, low, high, integer=False, low_open=False):
                        param=name)
     below = value <= low if low_open else value < low
     if below or (high is not None and value > high):
-        left = "(" if low_open else "["
-        right = "]" if high is not None else ")"
-        bound = "" if high is None else high
-        raise APIError(400, f"'{name}' must be in {left}{low}, {bound}{right}, got {value}",
-                       param=name)
+        if high is None:
+            expected = f">= {low}"
+        else:
+            expected = f"in {'(' if low_open else '['}{low}, {high}]"
+        raise APIError(400, f"'{name}' must be {expected}, got {value}", param=name)
     return value
 
 

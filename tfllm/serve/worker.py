@@ -7,6 +7,7 @@ through events that the web side awaits:
     ("text", piece)               a piece of the reply (whole characters only)
     ("end", finish_reason, usage) finish_reason "stop" or "length"; usage token counts
     ("error", message)            the request failed; nothing more follows
+    ("cancelled",)                the job was cancelled (its client left)
 
 No TensorFlow here: the run-directory engine and the SavedModel engine subclass `Worker`.
 """
@@ -147,6 +148,7 @@ class Worker:
                 for job in batch:
                     if job.cancelled:
                         self.count("cancelled")
+                        job.emit("cancelled")
                     else:
                         live.append(job)
                 if not live:
@@ -170,6 +172,7 @@ class Worker:
         self.count("tokens_generated", completion_tokens)
         if job.cancelled:
             self.count("cancelled")
+            job.emit("cancelled")
             return
         self.count("completed")
         job.emit("end", reason, job.usage(completion_tokens))
