@@ -22,7 +22,7 @@ from tfllm.generation import (cut_at_stop, decode_step, encode_prompts, left_pad
                               sample_tokens)
 from tfllm.models.gpt import init_cache
 from tfllm.serve.protocol import chat_refusal
-from tfllm.serve.worker import Worker
+from tfllm.serve.worker import Job, Sampling, Worker
 from tfllm.training.run_dir import load_run, train_options
 
 # A prompt is left-padded to a multiple of this many tokens, as Generator pads it, so a
@@ -128,8 +128,6 @@ class RunEngine(Worker):
     def warm_up(self):
         """Trace the graphs (a greedy and a sampled row), so that the first requests do
         not wait for tracing."""
-        from tfllm.serve.worker import Job, Sampling
-
         eos = self.tokenizer.eos_id
         self.run_batch([Job("completion", [eos, eos], Sampling(2), 2),
                         Job("completion", [eos], Sampling(2, temperature=1.0), 1)])
