@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -34,9 +35,11 @@ class Server:
     def __init__(self, model, *args):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("TFLLM_API_KEY", None)
+        # stderr to a file: a pipe nobody reads could fill up and block the server.
+        self.stderr = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tfllm.serve", str(model), "--port", "0", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env, cwd=ROOT)
         self.url = None
 
     def wait_ready(self):
@@ -44,8 +47,10 @@ class Server:
         line = self.process.stdout.readline()  # the "serving ..." line, after warm-up
         if not line.startswith("serving ") or time.time() > deadline:
             self.process.kill()
+            self.process.wait()
+            self.stderr.seek(0)
             raise AssertionError(f"the server did not start: {line!r}\n"
-                                 f"{self.process.stderr.read()[-3000:]}")
+                                 f"{self.stderr.read().decode(errors='replace')[-3000:]}")
         self.line = line
         self.url = line.split(" on ", 1)[1].split()[0]
         return self
@@ -63,7 +68,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self.process.stdout.close()
-        self.process.stderr.close()
+        self.stderr.close()
 
 
 def as_sft(src, dst):
