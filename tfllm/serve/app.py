@@ -48,28 +48,32 @@ class EventStream(StreamingResponse):
     """Server-Sent Events that stop as soon as the client disconnects.
 
     Starlette's StreamingResponse listens for the disconnect only under ASGI spec
-    versions before 2.4; this one always does, so the body's generator is cancelled
-    (and its `finally` cancels the job) whatever the server's spec version.
+    versions before 2.4; this one always does, and calls `on_close` (which cancels the
+    job) when the response ends, whatever the server's spec version.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, content):
+    def __init__(self, content, on_close):
         super().__init__(content, headers={"Cache-Control": "no-cache",
                                            "X-Accel-Buffering": "no"})
+        self.on_close = on_close
 
     async def __call__(self, scope, receive, send):
-        async with anyio.create_task_group() as group:
-            async def stream():
-                try:
-                    await self.stream_response(send)
-                except OSError:  # the client left while a chunk was being sent
-                    pass
-                group.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as group:
+                async def stream():
+                    try:
+                        await self.stream_response(send)
+                    except OSError:  # the client left while a chunk was being sent
+                        pass
+                    group.cancel_scope.cancel()
 
-            group.start_soon(stream)
-            await self.listen_for_disconnect(receive)
-            group.cancel_scope.cancel()
+                group.start_soon(stream)
+                await self.listen_for_disconnect(receive)
+                group.cancel_scope.cancel()
+        finally:  # also when the client left before the first chunk
+            self.on_close()
 
 
 class ApiKeyMiddleware:
@@ -144,7 +148,7 @@ def create_app(engine, api_key=None, limits=None):
         engine.submit(job)
         reply = Reply(kind, engine.model_id)
         if stream:
-            return EventStream(stream_events(job, reply, include_usage))
+            return EventStream(stream_events(job, reply, include_usage), job.cancel)
         return await whole_reply(request, job, reply)
 
     async def whole_reply(request, job, reply):
