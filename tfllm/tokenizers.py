@@ -285,6 +285,78 @@ def load_tokenizer(directory):
         f"'{path}' has unknown kind {kind!r}: expected 'sentencepiece', 'char' or 'gpt2'")
 
 
+def load_hf_tokenizer(directory):
+    """The tokenizer of a Hugging Face GPT-2 directory (or keras-hub preset): GPT-2's
+    byte-level BPE from `vocab.json` + `merges.txt`, or, without them, the `tokenizer.json`
+    that `tfllm.hf_format` writes for a SentencePiece or char tokenizer."""
+    directory = Path(directory)
+    path = directory / "tokenizer.json"
+    if not (directory / "vocab.json").is_file() and path.is_file():
+        return _from_hf_json(path)
+    return GPT2Tokenizer.from_directory(directory)
+
+
+def _from_hf_json(path):
+    """Rebuild a tfllm tokenizer from the Hugging Face `tokenizer.json` that
+    `tfllm.hf_format` wrote: BPE with byte fallback is a SentencePiece BPE (merge
+    priority is vocabulary order, as SentencePiece's piece scores are), BPE without
+    merges a char tokenizer."""
+    try:
+        model = json.loads(Path(path).read_text(encoding="utf-8"))["model"]
+        vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+        raise ValueError(f"'{path}' is not a Hugging Face tokenizer.json with a vocabulary: "
+                         "give the tokenizer file of an exported model") from None
+    pieces = sorted(vocab, key=vocab.get)
+    if (model.get("type") != "BPE" or [vocab[p] for p in pieces] != list(range(len(pieces)))
+            or tuple(pieces[:len(_RESERVED_PIECES)]) != _RESERVED_PIECES):
+        raise ValueError(
+            f"'{path}' is not a tokenizer that tfllm exported (a BPE whose first ids are "
+            f"{', '.join(_RESERVED_PIECES)}): only GPT-2 vocab.json/merges.txt or "
+            "tfllm's own exports load")
+    if model.get("byte_fallback"):
+        return SentencePieceTokenizer(_sentencepiece_bpe_proto(pieces))
+    if not model.get("merges"):
+        return CharTokenizer(pieces[len(_RESERVED_PIECES):])
+    raise ValueError(f"'{path}' is a BPE with merges but no byte fallback, which no tfllm "
+                     "tokenizer is: export the model with tfllm again")
+
+
+def _sentencepiece_bpe_proto(pieces):
+    """The serialized SentencePiece model of `SentencePieceTokenizer.train` (BPE) with
+    these pieces: reserved ids first, <0xNN> byte pieces, then merged pieces and single
+    characters, each scored by its rank (BPE merges into the best-scored piece first)."""
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb
+
+    proto = sp_pb.ModelProto()
+    trainer = proto.trainer_spec
+    trainer.model_type = sp_pb.TrainerSpec.BPE
+    trainer.vocab_size = len(pieces)
+    trainer.byte_fallback = True
+    trainer.pad_id, trainer.unk_id, trainer.bos_id, trainer.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+    trainer.unk_surface = _UNK_SURFACE
+    trainer.user_defined_symbols.extend(SPECIAL_TOKENS)
+    normalizer = proto.normalizer_spec
+    normalizer.name = "identity"
+    normalizer.add_dummy_prefix = False
+    normalizer.remove_extra_whitespaces = False
+    normalizer.escape_whitespaces = True
+    kinds = {UNK_ID: sp_pb.ModelProto.SentencePiece.UNKNOWN}
+    kinds.update({i: sp_pb.ModelProto.SentencePiece.CONTROL for i in (PAD_ID, BOS_ID, EOS_ID)})
+    kinds.update({_RESERVED_PIECES.index(p): sp_pb.ModelProto.SentencePiece.USER_DEFINED
+                  for p in SPECIAL_TOKENS})
+    rank = 0
+    for i, text in enumerate(pieces):
+        piece = proto.pieces.add(piece=text, score=0.0)
+        if i in kinds:
+            piece.type = kinds[i]
+        elif re.fullmatch(r"<0x[0-9A-F]{2}>", text):
+            piece.type = sp_pb.ModelProto.SentencePiece.BYTE
+        else:
+            piece.score, rank = -float(rank), rank + 1
+    return proto.SerializeToString()
+
+
 def _training_chunks(texts):
     """Cut documents into trainer "sentences" of at most _CHUNK_CHARS characters.
 
@@ -349,6 +421,21 @@ def _write_atomic(path, data: bytes):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _hf_added_pieces(directory, vocab_file):
+    """The pieces a Hugging Face directory adds after `vocab_file`'s ids (the chat markers
+    of an exported fine-tune): tokenizer_config.json's `added_tokens_decoder`, in id order."""
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return ()
+    decoder = json.loads(path.read_text(encoding="utf-8")).get("added_tokens_decoder") or {}
+    size = len(json.loads(Path(vocab_file).read_text(encoding="utf-8")))
+    added = sorted((int(i), token["content"]) for i, token in decoder.items() if int(i) >= size)
+    if [i for i, _ in added] != list(range(size, size + len(added))):
+        raise ValueError(f"'{path}' adds tokens with ids {[i for i, _ in added]}, not the ids "
+                         f"right after the vocabulary's {size}: fix added_tokens_decoder")
+    return tuple(content for _, content in added)
 
 
 # GPT-2's pre-tokenizer (OpenAI's encoder.py, also Hugging Face's ByteLevel) is the regex
@@ -463,7 +550,8 @@ class GPT2Tokenizer(Tokenizer):
         for vocab, merges in (("vocab.json", "merges.txt"),
                               ("assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt")):
             if (directory / vocab).is_file():
-                return cls.from_files(directory / vocab, directory / merges)
+                return cls.from_files(directory / vocab, directory / merges,
+                                      _hf_added_pieces(directory, directory / vocab))
         raise FileNotFoundError(
             f"no GPT-2 tokenizer in '{directory}': expected vocab.json + merges.txt (Hugging "
             "Face) or assets/tokenizer/vocabulary.json + merges.txt (keras-hub preset)")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
 from tfllm.models import GPTConfig, build_gpt
-from tfllm.tokenizers import (CharTokenizer, GPT2Tokenizer, SentencePieceTokenizer,
+from tfllm.tokenizers import (CharTokenizer, SentencePieceTokenizer, load_hf_tokenizer,
                               load_tokenizer)
 from tfllm.training import run_dir as rd
 from tfllm.training.checkpoints import Checkpoints
@@ -67,7 +67,7 @@ def make_tokenizer(options, texts, config, run_dir, chief=True):
     if chief and os.path.exists(os.path.join(run_dir, rd.TOKENIZER, "tokenizer.json")):
         return load_tokenizer(os.path.join(run_dir, rd.TOKENIZER))
     if options.init:
-        return GPT2Tokenizer.from_directory(options.init)
+        return load_hf_tokenizer(options.init)
     if options.tokenizer == "char":
         return CharTokenizer.from_texts(texts)
     return SentencePieceTokenizer.train(texts, vocab_size=config.vocab_size, seed=options.seed)
