@@ -4,7 +4,8 @@ Two kinds of directory load, with no network:
 
 - a Hugging Face GPT-2 checkpoint: `config.json` (n_layer, n_head, n_embd, n_positions,
   vocab_size, ...), `model.safetensors` (GPT-2's tensor names, with or without the
-  "transformer." prefix), `vocab.json` and `merges.txt`;
+  "transformer." prefix), `vocab.json` and `merges.txt`, or, as `tfllm.hf_format` exports
+  a model with a trained tokenizer, its `tokenizer.json`;
 - a keras-hub GPT2 preset (what `GPT2Backbone.save_to_preset` or
   `GPT2CausalLM.save_to_preset` writes), loaded with keras-hub.
 
@@ -21,7 +22,8 @@ nanoGPT does; faster matrix products), and `pad_id` is the first of them (50257)
 `real_vocab_size` (50257) makes the model give those rows -1e9 logits: they are never
 predicted and take no share of the softmax, so the loss and the probabilities of the real
 tokens are exactly GPT-2's. Every real id, "!" included, is an ordinary token, and EOS is
-GPT-2's <|endoftext|> (50256).
+GPT-2's <|endoftext|> (50256). A config.json whose `pad_token_id` is a token of its own
+(not EOS or BOS: tfllm's exported `<pad>`, id 0) keeps its table unpadded, with that id.
 
 Layout. Hugging Face's Conv1D weights are (in, out), as Keras kernels are; the fused
 `c_attn` columns are q, k, v with heads contiguous, which is what tfllm's attention

@@ -290,8 +290,9 @@ def load_hf_tokenizer(directory):
     byte-level BPE from `vocab.json` + `merges.txt`, or, without them, the `tokenizer.json`
     that `tfllm.hf_format` writes for a SentencePiece or char tokenizer."""
     directory = Path(directory)
-    path = directory / "tokenizer.json"
-    if not (directory / "vocab.json").is_file() and path.is_file():
+    path = directory / "tokenizer.json"  # (a keras-hub preset's is its own config)
+    gpt2_files = [directory / vocab for vocab, _ in _GPT2_FILES]
+    if path.is_file() and not any(f.is_file() for f in gpt2_files):
         return _from_hf_json(path)
     return GPT2Tokenizer.from_directory(directory)
 
@@ -448,6 +449,9 @@ _GPT2_WS_RUN = "[" + _GPT2_WS + "]+"
 _GPT2_WORDS = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^" + _GPT2_WS + r"\p{L}\p{N}]+|"
                + _GPT2_WS_RUN)
 GPT2_EOS = "<|endoftext|>"
+# (vocabulary, merges) of a Hugging Face GPT-2 directory and of a keras-hub GPT-2 preset.
+_GPT2_FILES = (("vocab.json", "merges.txt"),
+               ("assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt"))
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -547,8 +551,7 @@ class GPT2Tokenizer(Tokenizer):
     def from_directory(cls, directory):
         """The tokenizer of a Hugging Face GPT-2 directory or a keras-hub GPT-2 preset."""
         directory = Path(directory)
-        for vocab, merges in (("vocab.json", "merges.txt"),
-                              ("assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt")):
+        for vocab, merges in _GPT2_FILES:
             if (directory / vocab).is_file():
                 return cls.from_files(directory / vocab, directory / merges,
                                       _hf_added_pieces(directory, directory / vocab))
