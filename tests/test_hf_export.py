@@ -201,6 +201,8 @@ def test_refusals_write_nothing(exported, tmp_path):
     sinusoidal = dataclasses.replace(config, position_type="sinusoidal")
     with pytest.raises(ValueError, match="position_type='sinusoidal'"):
         write_hf(build_gpt(sinusoidal), tokenizer, sinusoidal, tmp_path / "new")
+    with pytest.raises(FileNotFoundError, match="no run directory"):
+        export_hf(tmp_path / "missing", tmp_path / "new")
     assert sorted(os.listdir(tmp_path)) == ["occupied"]  # no staging directory left
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -227,7 +229,9 @@ def test_cli_export_of_a_trained_run_and_train_py_init_round_trip(trained_run, t
     except ImportError:
         transformers = None
     if transformers is not None:
-        assert_same_tokens(transformers.AutoTokenizer.from_pretrained(out), tokenizer, TEXTS)
+        lines = corpus_file.read_text(encoding="utf-8").split("\n")  # the training text
+        assert_same_tokens(transformers.AutoTokenizer.from_pretrained(out), tokenizer,
+                           TEXTS + lines)
         hf_model = transformers.AutoModelForCausalLM.from_pretrained(out)
         np.testing.assert_allclose(hf_logits(hf_model, ids), expected, atol=1e-4, rtol=0)
     # One step at a learning rate too small to move a float32 weight: the run starts

@@ -40,7 +40,7 @@ import numpy as np
 from tfllm.chat_format import END_TOKEN, ROLE_TOKENS
 from tfllm.pretrained import BLOCK_WEIGHTS, CONFIG_FILE, SAFETENSORS_FILE, TOKEN_TABLE, \
     write_safetensors
-from tfllm.tokenizers import _RESERVED_PIECES, SPECIAL_TOKENS, _write_atomic
+from tfllm.tokenizers import _RESERVED_PIECES, _write_atomic
 
 GENERATION_CONFIG = "generation_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
