@@ -86,9 +86,10 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hf():
     pytest.importorskip("torch", reason="the transformers comparison needs torch "
-                        "(pip install torch==2.13.0, the CPU wheel)")
+                        "(pip install torch==2.13.0, the CPU wheel)", exc_type=ImportError)
     return pytest.importorskip("transformers", reason="the transformers comparison needs "
-                               "transformers (pip install transformers==5.24.0)")
+                               "transformers (pip install transformers==5.24.0)",
+                               exc_type=ImportError)
 
 
 def hf_logits(hf_model, ids):

@@ -62,7 +62,8 @@ BLOCK_WEIGHTS = (
 
 
 def load_gpt2(path, **overrides):
-    """(model from `build_gpt`, `GPT2Tokenizer`, `GPTConfig`) from a GPT-2 directory.
+    """(model from `build_gpt`, tokenizer, `GPTConfig`) from a GPT-2 directory (its
+    tokenizer: `GPT2Tokenizer`, or what `tfllm.hf_format` exported with the model).
 
     `overrides` may set `dropout` (default 0) and a shorter `context_length` (the position
     table is cut); the rest of the shape comes from the checkpoint.
