@@ -4,6 +4,7 @@ write the models directory's models.config.
     python -m tfllm.export RUN_DIR [--name NAME] [--version N] [--output-dir saved_models]
                            [--models-config [--serving-root /models] [--version-policy P]]
     python -m tfllm.export --models-config [--output-dir saved_models] ...
+    python -m tfllm.export RUN_DIR --format hf OUT_DIR    (Hugging Face: tfllm.hf_format)
 
 The run's task (tfllm.tasks) decides what the SavedModel holds: a GPT's generation, chat,
 scoring and logits signatures (tfllm.savedmodel.gpt), or a classifier's
@@ -16,7 +17,7 @@ import sys
 
 from tfllm.cli import exit_code, import_tensorflow_quietly
 from tfllm.savedmodel.tf_serving import parse_version_policy, write_models_config
-from tfllm.tasks import task_of
+from tfllm.tasks import require, task_of
 
 
 def export_run(run_dir, output_dir="saved_models", name=None, version=None):
@@ -48,9 +49,23 @@ def main(argv=None):
                              "in docker; default: its absolute path)")
     parser.add_argument("--version-policy", default="latest",
                         help="'latest', 'latest:N', 'all' or 'specific:1,2' (default: latest)")
-    args = parser.parse_args(argv)
+    parser.add_argument("out_dir", nargs="?", help="--format hf: the directory to write")
+    parser.add_argument("--format", choices=("savedmodel", "hf"), default="savedmodel",
+                        help="savedmodel (TF Serving) or hf: a Hugging Face GPT-2 directory")
+    args = parser.parse_intermixed_args(argv)  # RUN --format hf OUT: positionals apart
 
     def run():
+        if args.format == "hf":
+            if args.run_dir is None or args.out_dir is None:
+                raise ValueError("--format hf takes a run directory and an output directory")
+            require(args.run_dir, "--format hf", lambda task: task.generates)
+            import_tensorflow_quietly()
+            from tfllm.hf_format import export_hf
+
+            return print(export_hf(args.run_dir, args.out_dir))
+        if args.out_dir is not None:
+            raise ValueError(f"a second directory ('{args.out_dir}') is for --format hf: "
+                             "SavedModels go to --output-dir")
         if args.run_dir is None and not args.models_config:
             raise ValueError("give a run directory to export, or --models-config")
         parse_version_policy(args.version_policy)  # refuse before anything is written

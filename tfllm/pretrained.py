@@ -4,7 +4,8 @@ Two kinds of directory load, with no network:
 
 - a Hugging Face GPT-2 checkpoint: `config.json` (n_layer, n_head, n_embd, n_positions,
   vocab_size, ...), `model.safetensors` (GPT-2's tensor names, with or without the
-  "transformer." prefix), `vocab.json` and `merges.txt`;
+  "transformer." prefix), `vocab.json` and `merges.txt`, or, as `tfllm.hf_format` exports
+  a model with a trained tokenizer, its `tokenizer.json`;
 - a keras-hub GPT2 preset (what `GPT2Backbone.save_to_preset` or
   `GPT2CausalLM.save_to_preset` writes), loaded with keras-hub.
 
@@ -21,7 +22,8 @@ nanoGPT does; faster matrix products), and `pad_id` is the first of them (50257)
 `real_vocab_size` (50257) makes the model give those rows -1e9 logits: they are never
 predicted and take no share of the softmax, so the loss and the probabilities of the real
 tokens are exactly GPT-2's. Every real id, "!" included, is an ordinary token, and EOS is
-GPT-2's <|endoftext|> (50256).
+GPT-2's <|endoftext|> (50256). A config.json whose `pad_token_id` is a token of its own
+(not EOS or BOS: tfllm's exported `<pad>`, id 0) keeps its table unpadded, with that id.
 
 Layout. Hugging Face's Conv1D weights are (in, out), as Keras kernels are; the fused
 `c_attn` columns are q, k, v with heads contiguous, which is what tfllm's attention
@@ -36,8 +38,9 @@ import tempfile
 
 import numpy as np
 
+from tfllm.atomic import open_atomic
 from tfllm.models import GPTConfig, build_gpt
-from tfllm.tokenizers import GPT2Tokenizer
+from tfllm.tokenizers import load_hf_tokenizer
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -48,10 +51,20 @@ _BUFFERS = (".attn.bias", ".attn.masked_bias")
 _TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 _OVERRIDABLE = ("dropout", "context_length")
 TOKEN_TABLE = "embedding/token_embeddings"  # the weight path of the token embedding table
+# (tfllm weight path in block_N/, Hugging Face tensor name in h.N.): the same layout both ways.
+BLOCK_WEIGHTS = (
+    ("attention_norm/gamma", "ln_1.weight"), ("attention_norm/beta", "ln_1.bias"),
+    ("attention/qkv/kernel", "attn.c_attn.weight"), ("attention/qkv/bias", "attn.c_attn.bias"),
+    ("attention/output/kernel", "attn.c_proj.weight"),
+    ("attention/output/bias", "attn.c_proj.bias"),
+    ("ffn_norm/gamma", "ln_2.weight"), ("ffn_norm/beta", "ln_2.bias"),
+    ("ffn_in/kernel", "mlp.c_fc.weight"), ("ffn_in/bias", "mlp.c_fc.bias"),
+    ("ffn_out/kernel", "mlp.c_proj.weight"), ("ffn_out/bias", "mlp.c_proj.bias"))
 
 
 def load_gpt2(path, **overrides):
-    """(model from `build_gpt`, `GPT2Tokenizer`, `GPTConfig`) from a GPT-2 directory.
+    """(model from `build_gpt`, tokenizer, `GPTConfig`) from a GPT-2 directory (its
+    tokenizer: `GPT2Tokenizer`, or what `tfllm.hf_format` exported with the model).
 
     `overrides` may set `dropout` (default 0) and a shorter `context_length` (the position
     table is cut); the rest of the shape comes from the checkpoint.
@@ -59,7 +72,7 @@ def load_gpt2(path, **overrides):
     config = gpt2_config(path, **overrides)
     model = build_gpt(config)
     set_gpt2_weights(model, path, config)
-    return model, GPT2Tokenizer.from_directory(path), config
+    return model, load_hf_tokenizer(path), config
 
 
 def add_chat_markers(model, tokenizer, config, seed=0):
@@ -112,13 +125,16 @@ def gpt2_config(path, **overrides):
         raise ValueError(
             f"context_length={context} is longer than the checkpoint's {hparams['n_positions']} "
             "positions: use at most that many")
-    vocab = hparams["vocab_size"]
+    vocab, pad = hparams["vocab_size"], hparams["pad_token_id"]
+    # A pad token of its own (tfllm's trained tokenizers: <pad>, id 0) keeps the table as
+    # it is; otherwise padding is a row past the vocabulary, as for GPT-2 (see above).
+    padding = (dict(vocab_size=vocab, pad_id=pad, real_vocab_size=0) if pad is not None else
+               dict(vocab_size=padded_vocab_size(vocab), pad_id=vocab, real_vocab_size=vocab))
     return GPTConfig(
-        vocab_size=padded_vocab_size(vocab), context_length=context,
-        num_layers=hparams["n_layer"], num_heads=hparams["n_head"],
+        context_length=context, num_layers=hparams["n_layer"], num_heads=hparams["n_head"],
         embed_dim=hparams["n_embd"], intermediate_dim=hparams["n_inner"],
         dropout=overrides.get("dropout", 0.0), layer_norm_epsilon=hparams["layer_norm_epsilon"],
-        pad_id=vocab, real_vocab_size=vocab)
+        tie_embeddings=hparams["tie_word_embeddings"], **padding)
 
 
 def padded_vocab_size(vocab_size):
@@ -172,7 +188,8 @@ def _read_config(path):
         return "keras_hub", dict(
             n_layer=c["num_layers"], n_head=c["num_heads"], n_embd=c["hidden_dim"],
             n_inner=c["intermediate_dim"], n_positions=c["max_sequence_length"],
-            vocab_size=c["vocabulary_size"], layer_norm_epsilon=1e-5)
+            vocab_size=c["vocabulary_size"], layer_norm_epsilon=1e-5, pad_token_id=None,
+            tie_word_embeddings=True)
     if raw.get("model_type", "gpt2") != "gpt2" or "n_embd" not in raw:
         raise ValueError(f"'{config_path}' is not a GPT-2 config (model_type "
                          f"{raw.get('model_type')!r}): only GPT-2 checkpoints load")
@@ -184,11 +201,17 @@ def _read_config(path):
         if raw.get(flag, want) != want:
             raise ValueError(f"'{config_path}' sets {flag}={raw[flag]}, which tfllm's "
                              "attention does not implement")
+    # Hub checkpoints often set pad_token_id to EOS: that is a token, not padding.
+    pad = raw.get("pad_token_id")
+    if pad in (raw.get("eos_token_id"), raw.get("bos_token_id")) or not (
+            isinstance(pad, int) and 0 <= pad < raw["vocab_size"]):
+        pad = None
     return "hf", dict(
         n_layer=raw["n_layer"], n_head=raw["n_head"], n_embd=raw["n_embd"],
         n_inner=raw.get("n_inner") or 4 * raw["n_embd"],
         n_positions=raw.get("n_positions") or raw["n_ctx"], vocab_size=raw["vocab_size"],
-        layer_norm_epsilon=raw.get("layer_norm_epsilon", 1e-5))
+        layer_norm_epsilon=raw.get("layer_norm_epsilon", 1e-5), pad_token_id=pad,
+        tie_word_embeddings=raw.get("tie_word_embeddings", True))
 
 
 def _keras_hub_tensors(path, hparams):
@@ -312,34 +335,34 @@ def _tfllm_weights(tensors, hparams, config, source):
                    and not k.endswith(_BUFFERS))
     problems += [f"unexpected tensor '{name}'" for name in extra]
     lm_head = tensors.get("lm_head.weight")
-    if (not problems and lm_head is not None and lm_head is not tensors["wte.weight"]
+    if not hparams["tie_word_embeddings"]:
+        if lm_head is None or lm_head.shape != expected["wte.weight"]:
+            problems.append(f"tensor 'lm_head.weight' (expected shape {expected['wte.weight']}, "
+                            "as config.json sets tie_word_embeddings=false) is missing or "
+                            "mis-shaped")
+    elif (not problems and lm_head is not None and lm_head is not tensors["wte.weight"]
             and not np.array_equal(lm_head, tensors["wte.weight"])):
-        problems.append("'lm_head.weight' differs from 'wte.weight' (untied output "
-                        "embeddings, which GPT-2 does not have)")
+        problems.append("'lm_head.weight' differs from 'wte.weight', but config.json does "
+                        "not set tie_word_embeddings=false")
     if problems:
         _raise_problems(source, hparams, problems)
 
     def f32(name):
         return np.asarray(tensors[name], dtype=np.float32)
 
-    wte = np.zeros((config.vocab_size, config.embed_dim), np.float32)
-    wte[: hparams["vocab_size"]] = f32("wte.weight")  # the pad rows stay 0 (never predicted)
-    values = {TOKEN_TABLE: wte,
+    def padded(table):  # the pad rows stay 0 (never predicted)
+        rows = np.zeros((config.vocab_size, config.embed_dim), np.float32)
+        rows[: hparams["vocab_size"]] = table
+        return rows
+
+    values = {TOKEN_TABLE: padded(f32("wte.weight")),
               "embedding/position_embeddings": f32("wpe.weight")[: config.context_length],
               "final_norm/gamma": f32("ln_f.weight"), "final_norm/beta": f32("ln_f.bias")}
+    if not hparams["tie_word_embeddings"]:  # (vocab, embed) -> a Dense kernel (embed, vocab)
+        values["lm_head/kernel"] = padded(f32("lm_head.weight")).T
     for n in range(hparams["n_layer"]):
-        b, h = f"block_{n}/", f"h.{n}."
-        for ours, theirs in (("attention_norm/gamma", "ln_1.weight"),
-                             ("attention_norm/beta", "ln_1.bias"),
-                             ("attention/qkv/kernel", "attn.c_attn.weight"),
-                             ("attention/qkv/bias", "attn.c_attn.bias"),
-                             ("attention/output/kernel", "attn.c_proj.weight"),
-                             ("attention/output/bias", "attn.c_proj.bias"),
-                             ("ffn_norm/gamma", "ln_2.weight"), ("ffn_norm/beta", "ln_2.bias"),
-                             ("ffn_in/kernel", "mlp.c_fc.weight"), ("ffn_in/bias", "mlp.c_fc.bias"),
-                             ("ffn_out/kernel", "mlp.c_proj.weight"),
-                             ("ffn_out/bias", "mlp.c_proj.bias")):
-            values[b + ours] = f32(h + theirs)
+        for ours, theirs in BLOCK_WEIGHTS:
+            values[f"block_{n}/{ours}"] = f32(f"h.{n}.{theirs}")
     return values
 
 
@@ -403,9 +426,7 @@ def write_safetensors(path, tensors, metadata=None):
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
+    with open_atomic(path) as f:
         f.write(struct.pack("<Q", len(text)) + text)
         for blob in blobs:
             f.write(blob)
-    os.replace(tmp, path)

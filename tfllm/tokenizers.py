@@ -20,10 +20,8 @@ Example:
 
 import io
 import json
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,6 +29,7 @@ import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from tfllm.atomic import write_atomic
 from tfllm.quiet import quiet_stderr
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -134,7 +133,7 @@ class Tokenizer(tf.Module):
         config = self._save_files(directory)
         text = json.dumps({"kind": self.kind, "vocab_size": self.vocab_size, **config}, indent=2)
         # Written last: a tokenizer.json on disk means every file it names is complete.
-        _write_atomic(directory / "tokenizer.json", (text + "\n").encode("utf-8"))
+        write_atomic(directory / "tokenizer.json", (text + "\n").encode("utf-8"))
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -205,7 +204,7 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.detokenize(ids)
 
     def _save_files(self, directory):
-        _write_atomic(directory / "tokenizer.model", self.model_proto)
+        write_atomic(directory / "tokenizer.model", self.model_proto)
         return {"model_file": "tokenizer.model"}
 
 
@@ -285,6 +284,79 @@ def load_tokenizer(directory):
         f"'{path}' has unknown kind {kind!r}: expected 'sentencepiece', 'char' or 'gpt2'")
 
 
+def load_hf_tokenizer(directory):
+    """The tokenizer of a Hugging Face GPT-2 directory (or keras-hub preset): GPT-2's
+    byte-level BPE from `vocab.json` + `merges.txt`, or, without them, the `tokenizer.json`
+    that `tfllm.hf_format` writes for a SentencePiece or char tokenizer."""
+    directory = Path(directory)
+    path = directory / "tokenizer.json"  # (a keras-hub preset's is its own config)
+    gpt2_files = [directory / vocab for vocab, _ in _GPT2_FILES]
+    if path.is_file() and not any(f.is_file() for f in gpt2_files):
+        return _from_hf_json(path)
+    return GPT2Tokenizer.from_directory(directory)
+
+
+def _from_hf_json(path):
+    """Rebuild a tfllm tokenizer from the Hugging Face `tokenizer.json` that
+    `tfllm.hf_format` wrote: BPE with byte fallback is a SentencePiece BPE (merge
+    priority is vocabulary order, as SentencePiece's piece scores are), BPE without
+    merges a char tokenizer."""
+    try:
+        model = json.loads(Path(path).read_text(encoding="utf-8"))["model"]
+        vocab = {str(k): int(v) for k, v in model["vocab"].items()}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+        raise ValueError(f"'{path}' is not a Hugging Face tokenizer.json with a vocabulary: "
+                         "give the tokenizer file of an exported model") from None
+    pieces = sorted(vocab, key=vocab.get)
+    if (model.get("type") != "BPE" or [vocab[p] for p in pieces] != list(range(len(pieces)))
+            or tuple(pieces[:len(_RESERVED_PIECES)]) != _RESERVED_PIECES):
+        raise ValueError(
+            f"'{path}' is not a tokenizer that tfllm exported (a BPE whose first ids are "
+            f"{', '.join(_RESERVED_PIECES)}): only GPT-2 vocab.json/merges.txt or "
+            "tfllm's own exports load")
+    if model.get("byte_fallback"):
+        return SentencePieceTokenizer(_sentencepiece_bpe_proto(pieces))
+    if not model.get("merges"):
+        return CharTokenizer(pieces[len(_RESERVED_PIECES):])
+    raise ValueError(f"'{path}' is a BPE with merges but no byte fallback, which no tfllm "
+                     "tokenizer is: export the model with tfllm again")
+
+
+def _sentencepiece_bpe_proto(pieces):
+    """The serialized SentencePiece model of `SentencePieceTokenizer.train` (BPE) with
+    these pieces: reserved ids first, <0xNN> byte pieces, then merged pieces and single
+    characters, each scored by its rank (BPE merges into the best-scored piece first)."""
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb
+
+    proto = sp_pb.ModelProto()
+    trainer = proto.trainer_spec
+    trainer.model_type = sp_pb.TrainerSpec.BPE
+    trainer.vocab_size = len(pieces)
+    trainer.byte_fallback = True
+    trainer.pad_id, trainer.unk_id, trainer.bos_id, trainer.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
+    trainer.unk_surface = _UNK_SURFACE
+    trainer.user_defined_symbols.extend(SPECIAL_TOKENS)
+    normalizer = proto.normalizer_spec
+    normalizer.name = "identity"
+    normalizer.add_dummy_prefix = False
+    normalizer.remove_extra_whitespaces = False
+    normalizer.escape_whitespaces = True
+    kinds = {UNK_ID: sp_pb.ModelProto.SentencePiece.UNKNOWN}
+    kinds.update({i: sp_pb.ModelProto.SentencePiece.CONTROL for i in (PAD_ID, BOS_ID, EOS_ID)})
+    kinds.update({_RESERVED_PIECES.index(p): sp_pb.ModelProto.SentencePiece.USER_DEFINED
+                  for p in SPECIAL_TOKENS})
+    rank = 0
+    for i, text in enumerate(pieces):
+        piece = proto.pieces.add(piece=text, score=0.0)
+        if i in kinds:
+            piece.type = kinds[i]
+        elif re.fullmatch(r"<0x[0-9A-F]{2}>", text):
+            piece.type = sp_pb.ModelProto.SentencePiece.BYTE
+        else:
+            piece.score, rank = -float(rank), rank + 1
+    return proto.SerializeToString()
+
+
 def _training_chunks(texts):
     """Cut documents into trainer "sentences" of at most _CHUNK_CHARS characters.
 
@@ -337,18 +409,19 @@ def _training_error(error, vocab_size):
     return ValueError(f"SentencePiece training failed ({message}): check the text and vocab_size")
 
 
-def _write_atomic(path, data: bytes):
-    """Write via a temporary file in the same directory, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _hf_added_pieces(directory, vocab_file):
+    """The pieces a Hugging Face directory adds after `vocab_file`'s ids (the chat markers
+    of an exported fine-tune): tokenizer_config.json's `added_tokens_decoder`, in id order."""
+    path = Path(directory) / "tokenizer_config.json"
+    if not path.is_file():
+        return ()
+    decoder = json.loads(path.read_text(encoding="utf-8")).get("added_tokens_decoder") or {}
+    size = len(json.loads(Path(vocab_file).read_text(encoding="utf-8")))
+    added = sorted((int(i), token["content"]) for i, token in decoder.items() if int(i) >= size)
+    if [i for i, _ in added] != list(range(size, size + len(added))):
+        raise ValueError(f"'{path}' adds tokens with ids {[i for i, _ in added]}, not the ids "
+                         f"right after the vocabulary's {size}: fix added_tokens_decoder")
+    return tuple(content for _, content in added)
 
 
 # GPT-2's pre-tokenizer (OpenAI's encoder.py, also Hugging Face's ByteLevel) is the regex
@@ -361,6 +434,9 @@ _GPT2_WS_RUN = "[" + _GPT2_WS + "]+"
 _GPT2_WORDS = (r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^" + _GPT2_WS + r"\p{L}\p{N}]+|"
                + _GPT2_WS_RUN)
 GPT2_EOS = "<|endoftext|>"
+# (vocabulary, merges) of a Hugging Face GPT-2 directory and of a keras-hub GPT-2 preset.
+_GPT2_FILES = (("vocab.json", "merges.txt"),
+               ("assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt"))
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -460,10 +536,10 @@ class GPT2Tokenizer(Tokenizer):
     def from_directory(cls, directory):
         """The tokenizer of a Hugging Face GPT-2 directory or a keras-hub GPT-2 preset."""
         directory = Path(directory)
-        for vocab, merges in (("vocab.json", "merges.txt"),
-                              ("assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt")):
+        for vocab, merges in _GPT2_FILES:
             if (directory / vocab).is_file():
-                return cls.from_files(directory / vocab, directory / merges)
+                return cls.from_files(directory / vocab, directory / merges,
+                                      _hf_added_pieces(directory, directory / vocab))
         raise FileNotFoundError(
             f"no GPT-2 tokenizer in '{directory}': expected vocab.json + merges.txt (Hugging "
             "Face) or assets/tokenizer/vocabulary.json + merges.txt (keras-hub preset)")
@@ -552,8 +628,8 @@ class GPT2Tokenizer(Tokenizer):
 
     def _save_files(self, directory):
         text = json.dumps(self._gpt2_vocabulary, ensure_ascii=False)
-        _write_atomic(directory / "vocab.json", text.encode("utf-8"))
+        write_atomic(directory / "vocab.json", text.encode("utf-8"))
         lines = "#version: 0.2\n" + "".join(m + "\n" for m in self.merges)
-        _write_atomic(directory / "merges.txt", lines.encode("utf-8"))
+        write_atomic(directory / "merges.txt", lines.encode("utf-8"))
         return {"vocab_file": "vocab.json", "merges_file": "merges.txt",
                 **({"added_pieces": list(self.added)} if self.added else {})}

@@ -8,6 +8,8 @@ where the server looks; an existing version is never overwritten.
 import os
 import shutil
 
+from tfllm.atomic import fsync_dir, fsync_tree
+
 METADATA = "assets.extra/tfllm.json"
 WARMUP = "assets.extra/tf_serving_warmup_requests"
 
@@ -52,24 +54,6 @@ def _alive(pid):
     return True
 
 
-def _fsync_tree(root):
-    """Flush every file and directory under `root` to disk (so a rename publishes whole
-    files even after a power loss, not only after a crash of this process)."""
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(dirpath)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish_version(model_dir, version, write):
     """Publish a new version under `model_dir` (the next free one if `version` is None):
     `write(staging)` fills a hidden sibling directory, which is then renamed into place.
@@ -85,7 +69,7 @@ def publish_version(model_dir, version, write):
     shutil.rmtree(staging, ignore_errors=True)
     try:
         write(staging)
-        _fsync_tree(staging)
+        fsync_tree(staging)
         while True:
             try:
                 os.rename(staging, final)  # atomic; fails if `final` exists (non-empty)
@@ -95,7 +79,7 @@ def publish_version(model_dir, version, write):
                     raise ValueError(f"'{final}' already exists: versions are never "
                                      "overwritten, pick another --version") from None
                 final, version = version_path(model_dir)
-        _fsync_dir(model_dir)
+        fsync_dir(model_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

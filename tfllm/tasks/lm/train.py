@@ -18,9 +18,9 @@ from tfllm.atomic import write_atomic
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
 from tfllm.models import GPTConfig, build_gpt
-from tfllm.tokenizers import (CharTokenizer, GPT2Tokenizer, SentencePieceTokenizer,
-                              load_tokenizer)
 from tfllm.savedmodel.gpt import export_final
+from tfllm.tokenizers import (CharTokenizer, SentencePieceTokenizer, load_hf_tokenizer,
+                              load_tokenizer)
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
@@ -54,7 +54,7 @@ def make_tokenizer(options, texts, config, run_dir, chief=True):
     if chief and os.path.exists(os.path.join(run_dir, rd.TOKENIZER, "tokenizer.json")):
         return load_tokenizer(os.path.join(run_dir, rd.TOKENIZER))
     if options.init:
-        return GPT2Tokenizer.from_directory(options.init)
+        return load_hf_tokenizer(options.init)
     if options.tokenizer == "char":
         return CharTokenizer.from_texts(texts)
     return SentencePieceTokenizer.train(texts, vocab_size=config.vocab_size, seed=options.seed)
