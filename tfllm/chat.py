@@ -153,8 +153,9 @@ def reply_length(asked, context_length):
 
 def chat_for(path):
     """SavedModelChat or RunChat for `path`, refused in one line (before TensorFlow loads)
-    when its task's models do not hold the chat format (a classifier)."""
-    require(path, "chat", lambda task: task.chats)
+    when its task's models are no GPTs (a classifier, a translator); RunChat refuses a
+    tokenizer without the chat markers."""
+    require(path, "chat", lambda task: task.generates)
     return SavedModelChat if os.path.exists(os.path.join(path, "saved_model.pb")) else RunChat
 
 

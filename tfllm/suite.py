@@ -267,7 +267,7 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", sentiment_language=
     tasks = [task_of(path) for path in model_paths]  # refuse unknown paths first
     wanted = parse_suite_data(data_specs)
     needed = {row for row in ROWS for path, task in zip(model_paths, tasks)
-              if applicable(row, task, path, task.chats and has_chat_markers(path))}
+              if applicable(row, task, path, task.generates and has_chat_markers(path))}
     texts, text_source = suite_texts(model_paths, tasks, wanted.get("text"))
     if texts is None:
         needed.discard("text")
@@ -279,7 +279,7 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", sentiment_language=
     report = {"models": list(model_paths), "data": data, "size": size, "rows": {},
               "samples": {}}
     for path, task in zip(model_paths, tasks):
-        chat = task.chats and has_chat_markers(path)
+        chat = task.generates and has_chat_markers(path)
         answers = ChatAnswers(path) if chat else None
         for row in ROWS:
             if row not in needed or not applicable(row, task, path, chat):

@@ -271,7 +271,8 @@ def test_a_language_model_run_completes_text_and_refuses_chat(servers):
     with pytest.raises(openai.BadRequestError) as refused:
         api.chat.completions.create(model="t", messages=CONVERSATION)
     message = refused.value.body["message"]
-    assert "language-model run (train.py --task lm)" in message and "\n" not in message
+    assert "is a language model (task lm), not a chat model" in message
+    assert "\n" not in message
     assert refused.value.body["code"] == "model_not_chat"
     assert health(servers["lm"])["chat"] is False
 
@@ -288,7 +289,7 @@ def test_start_up_refusals_are_one_line(sft_run, tmp_path, servers):
     for name in ("config.json", "classifier.json"):
         (classifier / name).write_text("{}", encoding="utf-8")
     taken = urllib.parse.urlsplit(servers["main"].url).port
-    for args, words in [((classifier,), "is a classifier run"),
+    for args, words in [((classifier,), "it is a classifier (task classify)"),
                         ((tmp_path / "nothing",), "neither a run directory"),
                         ((sft_run, "--port", taken), "cannot listen on"),
                         ((sft_run, "--max-batch", 0), "--max-batch must be >= 1")]:

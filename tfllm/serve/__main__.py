@@ -12,8 +12,8 @@ import sys
 
 from tfllm.cli import exit_code, import_tensorflow_quietly
 from tfllm.quiet import quiet_stderr
+from tfllm.tasks import require
 
-CLASSIFIER = "classifier.json"  # what marks a train.py --task classify run
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
@@ -43,18 +43,10 @@ def parse_args(argv=None):
 
 
 def model_kind(path):
-    """"saved_model" or "run" by what `path` holds, checked before TensorFlow loads;
-    a classifier run is refused (it has no text to generate)."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return "saved_model"
-    if os.path.exists(os.path.join(path, CLASSIFIER)):
-        raise ValueError(f"'{path}' is a classifier run (train.py --task classify), which "
-                         "generates no text: serve a language-model or SFT run")
-    if os.path.exists(os.path.join(path, "config.json")):
-        return "run"
-    raise FileNotFoundError(
-        f"'{path}' is neither a run directory (config.json) nor a SavedModel "
-        "(saved_model.pb): give runs/NAME or saved_models/NAME/VERSION")
+    """"saved_model" or "run" by what `path` holds, checked before TensorFlow loads; a
+    model of a task that generates no text (a classifier, a translator) is refused."""
+    require(path, "serving", lambda task: task.generates)
+    return "saved_model" if os.path.exists(os.path.join(path, "saved_model.pb")) else "run"
 
 
 def open_engine(path, args):

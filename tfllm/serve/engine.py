@@ -23,7 +23,7 @@ from tfllm.generation import (cut_at_stop, decode_step, encode_prompts, left_pad
 from tfllm.models.gpt import init_cache
 from tfllm.serve.protocol import chat_refusal
 from tfllm.serve.worker import Job, Sampling, Worker
-from tfllm.training.run_dir import load_run, train_options
+from tfllm.training.run_dir import load_run, recorded_task
 
 # A prompt is left-padded to a multiple of this many tokens, as Generator pads it, so a
 # request decoded alone runs the same shapes as Generator.stream.
@@ -92,8 +92,8 @@ class RunEngine(Worker):
             self.tokens = ChatTokens(self.tokenizer)
         except ValueError:  # an imported GPT-2's vocabulary
             self.tokens = None
-        task = train_options(run_dir).get("task", "lm")
-        self.chat_refusal = chat_refusal(self.model_id, task, self.tokens is not None)
+        self.chat_refusal = chat_refusal(self.model_id, recorded_task(run_dir),
+                                         self.tokens is not None)
         pad = self.tokenizer.pad_id
         ids = tf.TensorSpec([None, None], tf.int32)  # (batch, length)
         row, scalar = tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)

@@ -17,6 +17,7 @@ import time
 import uuid
 
 from tfllm.serve.worker import Sampling
+from tfllm.tasks import get_task
 
 MAX_STOP = 4  # OpenAI's limit on `stop` strings
 
@@ -46,19 +47,16 @@ def error_body(message, type="invalid_request_error", param=None, code=None):
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def chat_refusal(model_id, task, can_chat):
-    """Why a model cannot chat (None when it can): chat needs a model fine-tuned on the
-    chat format (train.py --task sft) whose export or tokenizer has the chat markers."""
-    if task == "sft" and can_chat:
+def chat_refusal(model_id, task_name, can_chat):
+    """Why a model cannot chat (None when it can): chat needs a model of a task that
+    trains the chat format (the registry's `chats`: train.py --task sft) whose export or
+    tokenizer has the chat markers."""
+    task = get_task(task_name)
+    if task.chats and can_chat:
         return None
-    if task == "sft":
-        kind = "an SFT model without chat markers in its tokenizer"
-    elif task == "lm":
-        kind = "a language-model run (train.py --task lm)"
-    else:
-        kind = f"a {task} model"
-    return (f"model '{model_id}' is {kind}, not a chat model: use /v1/completions, or "
-            "serve a model fine-tuned with train.py --task sft")
+    kind = task.model_kind + (" without chat markers in its tokenizer" if task.chats else "")
+    return (f"model '{model_id}' is {kind} (task {task.name}), not a chat model: use "
+            "/v1/completions, or serve a model fine-tuned with train.py --task sft")
 
 
 def cut_at_stop(text, stop):

@@ -17,6 +17,7 @@ import tensorflow_text  # noqa: F401  (registers the ops the SavedModel's tokeni
 from tfllm.chat_format import defuse_markers
 from tfllm.serve.protocol import chat_refusal, cut_at_stop
 from tfllm.serve.worker import Worker
+from tfllm.training.run_dir import recorded_task
 
 METADATA = os.path.join("assets.extra", "tfllm.json")  # written by tfllm.export
 
@@ -58,8 +59,8 @@ class SavedModelEngine(Worker):
             os.path.basename(version_dir)
         self.model_id = name if version.isdigit() else version
         self.context_length = meta["config"]["context_length"]
-        task = (meta.get("train_options") or {}).get("task", "lm")
-        self.chat_refusal = chat_refusal(self.model_id, task, "chat" in self.signatures)
+        self.chat_refusal = chat_refusal(self.model_id, recorded_task(path),
+                                         "chat" in self.signatures)
 
     def token_counts(self, texts):
         """Token count of each text (without start or end markers)."""

@@ -20,8 +20,10 @@ class Task:
         evaluate: `evaluate(args)`: evaluate.py's work on a run directory or SavedModel.
         export: `export(run_dir, output_dir, name=None, version=None) -> path` of the
             published SavedModel version.
-        generates: whether its models generate text (prompts, completions).
-        chats: whether its models hold the chat format (chat, /v1/chat/completions).
+        generates: whether its models are GPTs that continue text (prompts, completions,
+            the terminal chat of any run whose tokenizer has the chat markers).
+        chats: whether the task trains its models to hold the chat format: what an API
+            server offers chat completions for.
     """
 
     name: str

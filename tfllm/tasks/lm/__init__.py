@@ -33,4 +33,4 @@ def export(run_dir, output_dir="saved_models", name=None, version=None):
 
 TASK = Task(name="lm", summary="pretrain a GPT on text", model_kind="a language model",
             options=LMOptions, train=train, evaluate=evaluate, export=export,
-            generates=True, chats=True)
+            generates=True, chats=False)
