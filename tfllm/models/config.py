@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import typing
 
 from tfllm.atomic import write_json
 from tfllm.layers.embedding import POSITION_TYPES
@@ -21,9 +22,45 @@ PRESETS = {
 }
 
 
+class ConfigFile:
+    """Presets and the JSON round trip of a model config dataclass: `from_preset(name,
+    **overrides)`, `to_dict`/`from_dict` (unknown fields refused), `save`/`load`."""
+
+    PRESETS: typing.ClassVar[dict] = {}
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(cls.PRESETS)}")
+        return cls.from_dict({**cls.PRESETS[name], **overrides})
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - fields
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}: valid are {sorted(fields)}")
+        return cls(**values)
+
+    def save(self, path):
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no model config at '{path}': point at a run directory")
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
 @dataclasses.dataclass
-class GPTConfig:
+class GPTConfig(ConfigFile):
     """A GPT's shape. `intermediate_dim` defaults to 4x `embed_dim`."""
+
+    PRESETS: typing.ClassVar[dict] = PRESETS
 
     vocab_size: int = 2048
     context_length: int = 128
@@ -62,30 +99,3 @@ class GPTConfig:
         if self.position_type not in POSITION_TYPES:
             raise ValueError(
                 f"unknown position_type {self.position_type!r}: use one of {POSITION_TYPES}")
-
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
-        return cls.from_dict({**PRESETS[name], **overrides})
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - fields
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}: valid are {sorted(fields)}")
-        return cls(**values)
-
-    def save(self, path):
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no model config at '{path}': point at a run directory")
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))

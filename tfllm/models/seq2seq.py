@@ -10,14 +10,14 @@ keras + keras.ops only: the whole file runs under any backend.
 """
 
 import dataclasses
-import json
-import os
+import typing
 
 import keras
 from keras import ops
 
 from tfllm.layers import PositionalEmbedding, TransformerBlock, TransformerDecoderBlock
 from tfllm.layers.embedding import POSITION_TYPES
+from tfllm.models.config import ConfigFile
 
 SEQ2SEQ_PRESETS = {
     # Seconds to minutes on 2 CPU cores: toy translation, copy/reverse/sort tasks.
@@ -35,7 +35,7 @@ SEQ2SEQ_PRESETS = {
 
 
 @dataclasses.dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(ConfigFile):
     """An encoder-decoder's shape. `intermediate_dim` defaults to 4x `embed_dim`.
 
     Vocabulary: with `target_vocab_size` 0 the source and target share one vocabulary
@@ -45,6 +45,8 @@ class Seq2SeqConfig:
     the output head the transposed target token table. `context_length` bounds both
     the source and the target length; `pad_id` is padding on both sides.
     """
+
+    PRESETS: typing.ClassVar[dict] = SEQ2SEQ_PRESETS
 
     vocab_size: int = 2048
     target_vocab_size: int = 0
@@ -94,40 +96,6 @@ class Seq2SeqConfig:
     def output_vocab_size(self):
         """How many target ids the decoder scores."""
         return self.target_vocab_size or self.vocab_size
-
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        if name not in SEQ2SEQ_PRESETS:
-            raise ValueError(f"unknown preset {name!r}: choose one of "
-                             f"{sorted(SEQ2SEQ_PRESETS)}")
-        return cls.from_dict({**SEQ2SEQ_PRESETS[name], **overrides})
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - fields
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}: valid are {sorted(fields)}")
-        return cls(**values)
-
-    def save(self, path):
-        """Write the config as JSON, atomically (a temporary sibling, then a rename)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no seq2seq config at '{path}': point at a run directory")
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
