@@ -41,6 +41,7 @@ from tfllm.chat_format import ROLES, ChatTokens, render_prompt
 from tfllm.chat_json import check_roles, parse_conversation
 from tfllm.generation import encode_prompts, generate_ids
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
+from tfllm.savedmodel.warmup import predict_log, write_warmup
 from tfllm.training.run_dir import CHECKPOINTS, CONFIG, load_run, train_options
 
 SIGNATURES = ("serving_default", "greedy", "chat", "score", "tokenize", "logits")
@@ -255,15 +256,8 @@ def signatures_of(tokenizer):
 def warmup_requests(model_name, max_new_tokens=4, chat=True):
     """PredictionLog records that call every signature once (TF Serving replays them
     from `assets.extra/tf_serving_warmup_requests` before the version is served)."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
     def request(signature, **inputs):
-        req = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-            name=model_name, signature_name=signature))
-        for key, (value, dtype) in inputs.items():
-            req.inputs[key].CopyFrom(tf.make_tensor_proto(value, dtype))
-        return prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=req))
+        return predict_log(model_name, signature, **inputs)
 
     prompts = (["The", "A list is"], tf.string)
     n = (max_new_tokens, tf.int32)
@@ -281,12 +275,6 @@ def warmup_requests(model_name, max_new_tokens=4, chat=True):
     ]
 
 
-def write_warmup(path, model_name, max_new_tokens=4, chat=True):
-    with tf.io.TFRecordWriter(path) as writer:
-        for log in warmup_requests(model_name, max_new_tokens, chat):
-            writer.write(log.SerializeToString())
-
-
 def export_model(model, tokenizer, config, model_dir, version=None, train_options=None,
                  max_new_tokens=None):
     """Write a new version under `model_dir` (the next free one if `version` is None);
@@ -297,8 +285,9 @@ def export_model(model, tokenizer, config, model_dir, version=None, train_option
         build_archive(model, tokenizer, config, max_new_tokens).write_out(
             staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        write_warmup(os.path.join(staging, WARMUP), os.path.basename(
-            os.path.normpath(model_dir)), chat=chat_markers(tokenizer) is not None)
+        write_warmup(os.path.join(staging, WARMUP), warmup_requests(
+            os.path.basename(os.path.normpath(model_dir)),
+            chat=chat_markers(tokenizer) is not None))
         with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
             json.dump({"format": "tfllm", "config": config.to_dict(),
                        "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,

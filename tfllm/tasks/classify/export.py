@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
+from tfllm.savedmodel.warmup import predict_log, write_warmup
 from tfllm.data.rows import encode_texts
 from tfllm.tasks.classify.model import load_classifier
 from tfllm.training.run_dir import train_options
@@ -44,19 +45,6 @@ def build_archive(model, tokenizer, labels, seq_len):
     return archive
 
 
-def write_warmup(path, model_name):
-    """One `serving_default` request that TF Serving replays before serving."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-        name=model_name, signature_name="serving_default"))
-    request.inputs["texts"].CopyFrom(tf.make_tensor_proto(["Warm-up text."], tf.string))
-    log = prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request))
-    with tf.io.TFRecordWriter(path) as writer:
-        writer.write(log.SerializeToString())
-
-
 def export_classifier(model, tokenizer, config, info, model_dir, version=None,
                       train_options=None):
     """Write a new version of the classifier under `model_dir`; returns its path."""
@@ -65,8 +53,9 @@ def export_classifier(model, tokenizer, config, info, model_dir, version=None,
         build_archive(model, tokenizer, info.labels, info.seq_len).write_out(
             staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        write_warmup(os.path.join(staging, WARMUP),
-                     os.path.basename(os.path.normpath(model_dir)))
+        write_warmup(os.path.join(staging, WARMUP), [predict_log(
+            os.path.basename(os.path.normpath(model_dir)), "serving_default",
+            texts=(["Warm-up text."], tf.string))])
         with open(os.path.join(staging, METADATA), "w", encoding="utf-8") as f:
             json.dump({"format": "tfllm", "task": "classify", "labels": list(info.labels),
                        "pooling": info.pooling, "causal": info.causal,

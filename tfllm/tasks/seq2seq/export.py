@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tfllm.atomic import write_json
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
+from tfllm.savedmodel.warmup import predict_log, write_warmup
 from tfllm.tasks.seq2seq.model import load_seq2seq_run, translate_graph
 from tfllm.training.run_dir import train_options
 
@@ -34,27 +35,15 @@ def build_archive(model, tokenizer, config):
     return archive
 
 
-def write_warmup(path, model_name):
-    """One `serving_default` request that TF Serving replays before serving."""
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
-
-    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
-        name=model_name, signature_name="serving_default"))
-    request.inputs["sources"].CopyFrom(tf.make_tensor_proto(["Warm-up text."], tf.string))
-    log = prediction_log_pb2.PredictionLog(
-        predict_log=prediction_log_pb2.PredictLog(request=request))
-    with tf.io.TFRecordWriter(path) as writer:
-        writer.write(log.SerializeToString())
-
-
 def export_seq2seq(model, tokenizer, config, model_dir, version=None, train_options=None):
     """Write a new version of the seq2seq model under `model_dir`; returns its path."""
 
     def write(staging):
         build_archive(model, tokenizer, config).write_out(staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
-        write_warmup(os.path.join(staging, WARMUP),
-                     os.path.basename(os.path.normpath(model_dir)))
+        write_warmup(os.path.join(staging, WARMUP), [predict_log(
+            os.path.basename(os.path.normpath(model_dir)), "serving_default",
+            sources=(["Warm-up text."], tf.string))])
         write_json(os.path.join(staging, METADATA), {
             "format": "tfllm", "task": "seq2seq", "config": config.to_dict(),
             "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size,
