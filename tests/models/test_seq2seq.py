@@ -365,8 +365,8 @@ def test_sampling_is_seeded(model):
         return to_numpy(generate(model, source, steps, start_id=START, temperature=2.0,
                                  seed=seed, **kwargs))
 
+    # Two runs only: on JAX every call compiles its loop (other seeds: choose_tokens).
     np.testing.assert_array_equal(sample(3), sample(3))
-    assert not np.array_equal(sample(3), sample(4))
     np.testing.assert_array_equal(sample(5, top_k=1),
                                   greedy_by_full_passes(model, source, steps))
 
@@ -392,6 +392,9 @@ def test_choose_tokens_follows_temperature_and_top_k():
     draws = to_numpy(choose_tokens(logits, temperature=1.0, seed=(1, 2)))
     np.testing.assert_allclose(np.bincount(draws, minlength=4) / 4000, [0.5, 0.3, 0.2, 0],
                                atol=0.03)
+    np.testing.assert_array_equal(
+        to_numpy(choose_tokens(logits, temperature=1.0, seed=(1, 2))), draws)
+    assert (to_numpy(choose_tokens(logits, temperature=1.0, seed=(1, 3))) != draws).mean() > 0.3
     draws = to_numpy(choose_tokens(logits, temperature=1.0, top_k=2, seed=(1, 2)))
     np.testing.assert_allclose(np.bincount(draws, minlength=4) / 4000,
                                [0.5 / 0.8, 0.3 / 0.8, 0, 0], atol=0.03)
