@@ -104,6 +104,10 @@ def parse_args(argv=None):
     p.add_argument("--grad-accum", type=int, default=d.grad_accum,
                    help="split each step's batch into this many micro-batches (the same "
                    "update with less memory)")
+    p.add_argument("--steps-per-call", type=int, default=d.steps_per_call,
+                   help="optimizer steps run in one call of the compiled train loop (less "
+                   "Python per step; a call still ends at every log, eval and checkpoint "
+                   "step, and the result does not depend on it)")
     p.add_argument("--clip-norm", type=float, default=d.clip_norm,
                    help="clip the gradient's global norm (over all replicas) to this; 0: off")
     p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
@@ -131,7 +135,8 @@ def options_from(args):
         eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
         strategy=args.strategy, precision=args.precision, xla=args.xla,
-        grad_accum=args.grad_accum, clip_norm=args.clip_norm, sample_tokens=args.sample_tokens,
+        grad_accum=args.grad_accum, steps_per_call=args.steps_per_call,
+        clip_norm=args.clip_norm, sample_tokens=args.sample_tokens,
         runs_dir=args.runs_dir, export_dir=args.export_dir, export=not args.no_export)
 
 

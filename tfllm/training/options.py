@@ -45,6 +45,7 @@ class TrainOptions:
     precision: str = "fp32"             # fp32, bf16 or fp16 (mixed precision)
     xla: bool = True
     grad_accum: int = 1                 # micro-batches per optimizer step
+    steps_per_call: int = 10            # optimizer steps per call of the compiled loop
     clip_norm: float = 1.0              # global gradient norm; 0: no clipping
     keep_checkpoints: int = 3
     log_every: int = 10                 # steps between metrics.csv / TensorBoard rows
@@ -85,7 +86,7 @@ class TrainOptions:
             raise ValueError(f"unknown pooling {self.pooling!r}: choose one of "
                              f"{', '.join(POOLINGS)}")
         for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches",
-                      "grad_accum", "keep_checkpoints", "log_every"):
+                      "grad_accum", "keep_checkpoints", "log_every", "steps_per_call"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"--{field.replace('_', '-')} must be positive, "
                                  f"got {getattr(self, field)}")
