@@ -108,6 +108,11 @@ def parse_args(argv=None):
                    help="optimizer steps run in one call of the compiled train loop (less "
                    "Python per step; a call still ends at every log, eval and checkpoint "
                    "step, and the result does not depend on it)")
+    p.add_argument("--beta2", type=float, default=d.beta2,
+                   help="AdamW's second-moment decay (nanoGPT's small-batch recipes use 0.99)")
+    p.add_argument("--random-windows", action=argparse.BooleanOptionalAction,
+                   default=d.random_windows, help="lm: train on windows at random offsets of "
+                   "the text (nanoGPT's sampling) instead of fixed, shuffled cuts")
     p.add_argument("--clip-norm", type=float, default=d.clip_norm,
                    help="clip the gradient's global norm (over all replicas) to this; 0: off")
     p.add_argument("--sample-tokens", type=int, default=d.sample_tokens,
@@ -135,7 +140,8 @@ def options_from(args):
         eval_batches=args.eval_batches, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, log_every=args.log_every,
         strategy=args.strategy, precision=args.precision, xla=args.xla,
-        grad_accum=args.grad_accum, steps_per_call=args.steps_per_call,
+        grad_accum=args.grad_accum, steps_per_call=args.steps_per_call, beta2=args.beta2,
+        random_windows=args.random_windows,
         clip_norm=args.clip_norm, sample_tokens=args.sample_tokens,
         runs_dir=args.runs_dir, export_dir=args.export_dir, export=not args.no_export)
 

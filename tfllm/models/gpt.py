@@ -1,5 +1,7 @@
 """build_gpt(config): a Functional GPT from token ids to next-token logits."""
 
+import math
+
 import keras
 from keras import ops
 
@@ -38,7 +40,15 @@ def build_gpt(config, name="gpt"):
         logits = PaddedVocabMask(config.real_vocab_size, dtype="float32", name="logits")(logits)
     else:
         logits = keras.layers.Activation("linear", dtype="float32", name="logits")(logits)
-    return keras.Model(token_ids, logits, name=name)
+    model = keras.Model(token_ids, logits, name=name)
+    # GPT-2's initialisation: the projections that write into the residual stream (each
+    # block's attention output and feed-forward output) start 1/sqrt(2 x layers) smaller,
+    # so the stream's variance at the top does not grow with the depth.
+    scale = 1.0 / math.sqrt(2 * config.num_layers)
+    for block in transformer_blocks(model):
+        for dense in (block.attention.output_dense, block.ffn_out):
+            dense.kernel.assign(dense.kernel * scale)
+    return model
 
 
 @keras.saving.register_keras_serializable(package="tfllm")

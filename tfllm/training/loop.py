@@ -251,11 +251,11 @@ class Trainer:
     def evaluate(self, dataset, max_batches=None):
         """Mean loss over all real target tokens of `dataset` (or what the loss
         counts), and their count."""
-        total, tokens = 0.0, 0
+        sums = []
         for i, batch in enumerate(self.distribute(dataset)):
             if max_batches is not None and i >= max_batches:
                 break
-            loss_sum, count = self._eval_step(batch)
-            total += float(loss_sum)
-            tokens += int(count)
+            sums.append(self._eval_step(batch))  # not read yet: the steps run ahead
+        total = sum(float(loss_sum) for loss_sum, _ in sums)
+        tokens = sum(int(count) for _, count in sums)
         return total / max(tokens, 1), tokens

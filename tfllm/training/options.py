@@ -46,6 +46,8 @@ class TrainOptions:
     xla: bool = True
     grad_accum: int = 1                 # micro-batches per optimizer step
     steps_per_call: int = 10            # optimizer steps per call of the compiled loop
+    beta2: float = 0.95                 # AdamW's second-moment decay
+    random_windows: bool = True         # lm: windows at random offsets, not fixed cuts
     clip_norm: float = 1.0              # global gradient norm; 0: no clipping
     keep_checkpoints: int = 3
     log_every: int = 10                 # steps between metrics.csv / TensorBoard rows
@@ -95,6 +97,8 @@ class TrainOptions:
         if self.sample_tokens < 0:
             raise ValueError(f"--sample-tokens must be 0 (no samples.txt) or positive, got "
                              f"{self.sample_tokens}")
+        if not 0.0 < self.beta2 < 1.0:
+            raise ValueError(f"--beta2 must be in (0, 1), got {self.beta2}")
         if self.clip_norm < 0:
             raise ValueError(f"--clip-norm must be 0 (off) or positive, got {self.clip_norm}")
         if self.strategy not in STRATEGIES:

@@ -91,7 +91,7 @@ def build_model_and_optimizer(options, strategy, build):
             model = build()
             optimizer = build_optimizer(
                 model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
-                clip_norm=options.clip_norm, precision=options.precision)
+                clip_norm=options.clip_norm, precision=options.precision, beta_2=options.beta2)
     finally:
         keras.config.set_dtype_policy(previous)
     return model, optimizer
@@ -130,7 +130,7 @@ def pretrain(options, log=print):
     train_ids = tokenize_corpus(tokenizer, train_texts)
     val_ids = heldout_ids(tokenizer, val_texts)
     train_ds = lm_dataset(train_ids, seq_len, options.batch_size, shuffle=True,
-                          seed=options.seed, repeat=True)
+                          seed=options.seed, repeat=True, random_offsets=options.random_windows)
     val_ds = lm_dataset(val_ids, seq_len, options.batch_size, training=False,
                         what="validation", pad_id=tokenizer.pad_id)
     log(f"corpus: {sum(map(len, texts)):,} characters; {tokenizer.kind} tokenizer, vocab "
