@@ -63,7 +63,7 @@ def tfllm_command(iters, run_dir):
             "--embed-dim", str(WIDTH), "--context-length", str(CONTEXT),
             "--seq-len", str(CONTEXT), "--batch-size", str(BATCH), "--steps", str(iters),
             "--lr", str(LR), "--warmup-steps", str(WARMUP), "--dropout", "0",
-            "--eval-every", str(EVAL_EVERY), "--eval-batches", str(EVAL_BATCHES),
+            "--eval-every", str(min(EVAL_EVERY, iters)), "--eval-batches", str(EVAL_BATCHES),
             "--beta2", "0.99", "--sample-tokens", "0", "--no-export", "--name", "shakespeare",
             "--runs-dir", run_dir]
 
@@ -111,8 +111,11 @@ def run_nanogpt(iters):
 
 
 def _nanogpt_command(iters):
+    # A short run evaluates (and so keeps a checkpoint) at its end too.
     out, _, peak = timed(["bash", RUN_NANOGPT, f"--max_iters={iters}",
-                          f"--lr_decay_iters={iters}"], env={"NANOGPT_PY": nanogpt_python()})
+                          f"--lr_decay_iters={iters}",
+                          f"--eval_interval={min(EVAL_EVERY, iters)}"],
+                         env={"NANOGPT_PY": nanogpt_python()})
     match = NANOGPT_LINE.search(out)
     if not match:
         raise RuntimeError(f"no result line from nanoGPT: {out[-2000:]}")
@@ -196,7 +199,7 @@ def nanogpt_step_ms(steps, warm=10):
     return float(out.split("RESULT")[-1])
 
 
-def _tfllm_step_ms(steps, warm=10):
+def _tfllm_step_ms(steps, warm=2):
     """(one step per call, the default steps per call, the matmuls alone): ms per step,
     medians over calls of 10 steps (the single steps dispatched without waiting)."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
