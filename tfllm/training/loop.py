@@ -56,11 +56,13 @@ class TokenLoss:
         return token_losses(logits, targets, self.pad_id)
 
 
-# Distance between the seed counters of consecutive steps: a random layer draws one seed
-# per call, at most a few per micro-batch, so the counters of two steps never meet.
-SEED_STRIDE = 2 ** 24
+# Seeds a random layer may draw per micro-batch (one per call; a block calls its residual
+# dropout twice): the distance between the seed counters of consecutive steps is this
+# times grad_accum. Keras hands TensorFlow's stateless ops each half of a seed modulo
+# 2**31 - 2, so the counters stay distinct for 2**29 / grad_accum steps.
+SEEDS_PER_MICRO_BATCH = 4
 # Added to the initial seeds on replica k (k times), so replicas draw different masks.
-REPLICA_SEED_SHIFT = 2 ** 32
+REPLICA_SEED_SHIFT = 1_000_003
 
 
 def seed_states(model):
@@ -189,9 +191,10 @@ class Trainer:
 
     def _reseed(self, replica):
         """Point every random layer at this step's seeds: (its initial seed, shifted per
-        replica so that replicas draw different masks; the step count times
-        SEED_STRIDE); the layer's own counter moves on from there."""
-        counter = tf.cast(self.optimizer.iterations, tf.int64) * SEED_STRIDE
+        replica so that replicas draw different masks; the step count times the seeds a
+        step may draw); the layer's own counter moves on from there."""
+        stride = SEEDS_PER_MICRO_BATCH * self.grad_accum
+        counter = tf.cast(self.optimizer.iterations, tf.int64) * stride
         shift = tf.cast(replica, tf.int64) * REPLICA_SEED_SHIFT
         for state, seed in self._seeds:
             state.assign(tf.stack([tf.constant(seed, tf.int64) + shift, counter]))
