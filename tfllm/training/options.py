@@ -47,7 +47,7 @@ class TrainOptions:
     grad_accum: int = 1                 # micro-batches per optimizer step
     steps_per_call: int = 10            # optimizer steps per call of the compiled loop
     beta2: float = 0.95                 # AdamW's second-moment decay
-    random_windows: bool = True         # lm: windows at random offsets, not fixed cuts
+    random_windows: bool = False        # lm: windows at random offsets, not fixed cuts
     clip_norm: float = 1.0              # global gradient norm; 0: no clipping
     keep_checkpoints: int = 3
     log_every: int = 10                 # steps between metrics.csv / TensorBoard rows
