@@ -64,7 +64,8 @@ def tfllm_command(iters, run_dir):
             "--seq-len", str(CONTEXT), "--batch-size", str(BATCH), "--steps", str(iters),
             "--lr", str(LR), "--warmup-steps", str(WARMUP), "--dropout", "0",
             "--eval-every", str(min(EVAL_EVERY, iters)), "--eval-batches", str(EVAL_BATCHES),
-            "--beta2", "0.99", "--sample-tokens", "0", "--no-export", "--name", "shakespeare",
+            "--beta2", "0.99", "--random-windows",  # nanoGPT's optimizer and sampling
+            "--sample-tokens", "0", "--no-export", "--name", "shakespeare",
             "--runs-dir", run_dir]
 
 
