@@ -343,6 +343,28 @@ def test_lm_dataset_repeat_keeps_yielding_and_reshuffles():
     np.testing.assert_array_equal(got[0][0], got[2][0])
 
 
+def test_lm_dataset_random_offsets_are_a_pure_function_of_seed_and_batch():
+    ids = token_stream(300)
+    ds = lm_dataset(ids, 8, 6, random_offsets=True, seed=4, repeat=True)
+    got = batches(ds.take(5))
+    assert all(x.shape == (6, 8) and x.dtype == np.int32 for x, _ in got)
+    position = {int(token): i for i, token in enumerate(ids)}
+    starts = set()
+    for x, y in got:
+        for row_x, row_y in zip(x, y):
+            start = position[int(row_x[0])]  # a window of the stream, targets shifted by one
+            np.testing.assert_array_equal(row_x, ids[start:start + 8])
+            np.testing.assert_array_equal(row_y, ids[start + 1:start + 9])
+            starts.add(start)
+    assert len(starts) > 20 and any(s % 8 for s in starts)  # not the fixed cuts
+    # Batch i depends on (seed, i) alone: skipping to it gives it, another seed does not.
+    np.testing.assert_array_equal(batches(ds.skip(3).take(1))[0][0], got[3][0])
+    other = batches(lm_dataset(ids, 8, 6, random_offsets=True, seed=5, repeat=True).take(1))
+    assert not np.array_equal(other[0][0], got[0][0])
+    # Without repeat: as many batches as the fixed windows fill.
+    assert len(batches(lm_dataset(ids, 8, 6, random_offsets=True))) == 299 // 8 // 6
+
+
 def test_lm_dataset_too_short_for_a_batch():
     ids = token_stream(50)  # 49 targets: 6 windows of 8, fewer than a batch of 7
     with pytest.raises(ValueError) as info:

@@ -1,6 +1,7 @@
 """Crash-safe training through train.py: SIGKILL after a checkpoint, rerun the same
-command, and it finishes the same steps with the loss carrying on; a truncated latest
-checkpoint is detected and the one before it used, with a warning."""
+command, and it finishes the same steps with the same losses (dropout on, several steps
+per call); a truncated latest checkpoint is detected and the one before it used, with a
+warning."""
 
 import csv
 import re
@@ -12,13 +13,17 @@ from conftest import ROOT, TINY_FLAGS, run_cli
 from distributed import kill, start, step_losses
 
 STEPS = 40
+LOG_EVERY = 2
 
 
 def command(corpus_file):
+    # Dropout on, and calls of several steps whose boundaries differ between the first
+    # run and the resumed one (a resumed run's first call is a single step).
     argv = ["--data", corpus_file, "--name", "r", *TINY_FLAGS, "--no-export",
-            "--sample-tokens", "2", "--log-every", "1", "--checkpoint-every", "10",
-            "--eval-every", "20"]
+            "--sample-tokens", "2", "--log-every", str(LOG_EVERY), "--checkpoint-every", "10",
+            "--eval-every", "20", "--steps-per-call", "5"]
     argv[argv.index("--steps") + 1] = str(STEPS)
+    argv[argv.index("--dropout") + 1] = "0.1"
     return argv
 
 
@@ -65,12 +70,13 @@ def test_sigkill_then_rerun_resumes_and_a_truncated_checkpoint_falls_back(tmp_pa
     start_step = resumed_step(second.stdout)
     assert 10 <= start_step <= max(killed)
     resumed = step_losses(second.stdout)
-    assert sorted(resumed) == list(range(start_step + 1, STEPS + 1))
+    assert sorted(resumed) == list(range(start_step + LOG_EVERY, STEPS + 1, LOG_EVERY))
     # The same weights, optimizer state and data position: the steps run twice agree,
     # and the loss carries on from where it was (not from a fresh model's).
     assert_same_losses(resumed, killed, sorted(set(resumed) & set(killed)))
-    assert float(resumed[start_step + 1]) < float(killed[1]) - 0.3
-    assert logged_steps(run) == list(range(1, STEPS + 1))  # rows after the checkpoint, once
+    assert float(resumed[start_step + LOG_EVERY]) < float(killed[LOG_EVERY]) - 0.3
+    # Rows after the checkpoint, once.
+    assert logged_steps(run) == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
 
     # Truncate the newest checkpoint: the rerun warns and uses the one before.
     data = run / "checkpoints" / f"ckpt-{STEPS}.data-00000-of-00001"
@@ -82,6 +88,6 @@ def test_sigkill_then_rerun_resumes_and_a_truncated_checkpoint_falls_back(tmp_pa
     assert f"using ckpt-{STEPS - 10}" in warning[0]
     assert resumed_step(third.stdout) == STEPS - 10
     again = step_losses(third.stdout)
-    assert sorted(again) == list(range(STEPS - 9, STEPS + 1))
+    assert sorted(again) == list(range(STEPS - 10 + LOG_EVERY, STEPS + 1, LOG_EVERY))
     assert_same_losses(again, resumed, sorted(again))
-    assert logged_steps(run) == list(range(1, STEPS + 1))
+    assert logged_steps(run) == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))

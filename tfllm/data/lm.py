@@ -73,11 +73,15 @@ def window_arrays(ids, seq_len, pad_tail=False, pad_id=0):
 
 
 def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
-               training=True, what="training", pad_id=0):
+               training=True, what="training", pad_id=0, random_offsets=False):
     """A tf.data pipeline of `(inputs, targets)` int32 batches `(batch, seq_len)`.
 
     Training batches are full (shuffled, repeated as asked); evaluation batches cover
-    every token, the last window padded.
+    every token, the last window padded. With `random_offsets` (training only) the
+    windows start anywhere in the stream instead (as nanoGPT draws them), batch `i`
+    a pure function of `(seed, i)`: the stream never repeats a fixed cut of the text, and
+    skipping to batch `i` needs nothing but `i`. Without `repeat` it then stops after as
+    many batches as the fixed windows fill.
     """
     if len(ids) < 2:
         change = "a smaller" if training else "a larger"  # held-out text grows with it
@@ -87,9 +91,29 @@ def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
         raise ValueError(
             f"the {what} text has {len(ids)} tokens, too few for one batch of {batch_size} "
             f"windows of {seq_len}+1 tokens: give more text or lower --batch-size/--seq-len")
+    if random_offsets and training:
+        ds = _random_window_batches(ids, seq_len, batch_size, seed)
+        return (ds if repeat else ds.take(len(x) // batch_size)).prefetch(tf.data.AUTOTUNE)
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+def _random_window_batches(ids, seq_len, batch_size, seed):
+    """Batch i: `batch_size` windows of `seq_len + 1` tokens at offsets drawn uniformly
+    from the stream with the stateless seed (seed, i)."""
+    stream = tf.constant(ids, tf.int32)
+    starts = len(ids) - seq_len  # offsets 0 .. len - seq_len - 1 leave room for the target
+    span = tf.range(seq_len + 1, dtype=tf.int64)
+
+    def batch(i):
+        offsets = tf.random.stateless_uniform(
+            [batch_size], seed=tf.stack([tf.constant(seed, tf.int64), i]),
+            maxval=starts, dtype=tf.int64)
+        windows = tf.gather(stream, offsets[:, None] + span[None, :])  # (batch, seq + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    return tf.data.Dataset.counter().map(batch)

@@ -34,7 +34,8 @@ def build_model_and_optimizer(options, strategy, build):
             model = build()
             optimizer = build_optimizer(
                 model, options.lr, options.steps, options.warmup_steps, options.weight_decay,
-                clip_norm=options.clip_norm, precision=options.precision)
+                clip_norm=options.clip_norm, precision=options.precision,
+                beta_2=options.beta2)
     finally:
         keras.config.set_dtype_policy(previous)
     return model, optimizer

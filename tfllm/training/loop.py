@@ -12,6 +12,15 @@ XLA: with the default strategy the whole step (forward, backward, update) is one
 compiled function. Under Mirrored/MultiWorker each replica's forward and backward pass
 is compiled, and the all-reduce and the update run outside XLA (XLA cannot compile one
 function over several devices). A TPU compiles everything itself.
+
+Several steps per call: `train_steps` runs a number of steps in one call of a graph
+function, drawing each batch from the distributed iterator inside the graph (as Keras'
+`steps_per_execution` does), so Python, the iterator and the call cost once per call.
+
+Randomness: the seed of every random layer (dropout, token dropout) at a step is a pure
+function of the layer's initial seed and the optimizer's step count, which the
+checkpoint holds, so a resumed run draws the same dropout masks as an uninterrupted one,
+whatever the number of steps per call.
 """
 
 import keras
@@ -45,6 +54,21 @@ class TokenLoss:
 
     def __call__(self, logits, targets):
         return token_losses(logits, targets, self.pad_id)
+
+
+# Seeds a random layer may draw per micro-batch (one per call; a block calls its residual
+# dropout twice): the distance between the seed counters of consecutive steps is this
+# times grad_accum. Keras hands TensorFlow's stateless ops each half of a seed modulo
+# 2**31 - 2, so the counters stay distinct for 2**29 / grad_accum steps.
+SEEDS_PER_MICRO_BATCH = 4
+# Added to the initial seeds on replica k (k times), so replicas draw different masks.
+REPLICA_SEED_SHIFT = 1_000_003
+
+
+def seed_states(model):
+    """The state variables of the model's random layers (each `keras.random.SeedGenerator`
+    of a Dropout or similar layer): [seed, counter] pairs, not in the model's checkpoint."""
+    return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
 
 
 def strategy_kind(strategy):
@@ -85,6 +109,10 @@ class Trainer:
             raise ValueError(f"gradient mask for '{sorted(unknown)[0]}', which is not a "
                              "trainable variable of the model")
         self._row_masks = [masks.get(v.path) for v in model.trainable_variables]
+        # The seeds the layers start from (set by keras.utils.set_random_seed before the
+        # model was built, so the same in a resumed run); the counters are set each step.
+        self._seeds = [(state, int(np.asarray(state.numpy())[0]))
+                       for state in seed_states(model)]
         with strategy.scope():
             # Slots must exist before the first distributed step.
             optimizer.build(model.trainable_variables)
@@ -92,6 +120,8 @@ class Trainer:
         whole = jit_compile and kind == "default"
         per_replica = jit_compile and kind == "replicas"
         self._train_step = tf.function(self._train_step_fn, jit_compile=whole or None)
+        # Not compiled itself: it reads the iterator; each step inside it is.
+        self._train_steps = tf.function(self._train_steps_fn)
         self._eval_step = tf.function(self._eval_step_fn, jit_compile=whole or None)
         self._gradients = self._gradients_fn
         self._replica_eval = self._replica_eval_fn
@@ -160,8 +190,19 @@ class Trainer:
             lambda i, *_: i < k, body, (tf.constant(0), tf.constant(0.0), zeros))
         return loss_sum, grads
 
+    def _reseed(self, replica):
+        """Point every random layer at this step's seeds: (its initial seed, shifted per
+        replica so that replicas draw different masks; the step count times the seeds a
+        step may draw); the layer's own counter moves on from there."""
+        stride = SEEDS_PER_MICRO_BATCH * self.grad_accum
+        counter = tf.cast(self.optimizer.iterations, tf.int64) * stride
+        shift = tf.cast(replica, tf.int64) * REPLICA_SEED_SHIFT
+        for state, seed in self._seeds:
+            state.assign(tf.stack([tf.constant(seed, tf.int64) + shift, counter]))
+
     def _replica_train(self, inputs, targets):
         context = tf.distribute.get_replica_context()
+        self._reseed(context.replica_id_in_sync_group)
         count = self.loss.count(targets)
         global_count = tf.maximum(context.all_reduce(tf.distribute.ReduceOp.SUM, count), 1.0)
         loss_sum, grads = self._gradients(inputs, targets, global_count)
@@ -185,6 +226,15 @@ class Trainer:
         grad_norm = self.strategy.experimental_local_results(grad_norm)[0]  # same on all
         return total / tf.maximum(tokens, 1.0), tokens, grad_norm
 
+    def _train_steps_fn(self, iterator, steps):
+        def body(i, losses, counts, norms):
+            loss, count, norm = self._train_step(next(iterator))
+            return i + 1, losses.write(i, loss), counts.write(i, count), norms.write(i, norm)
+
+        arrays = [tf.TensorArray(tf.float32, size=steps) for _ in range(3)]
+        _, *arrays = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), *arrays))
+        return tuple(a.stack() for a in arrays)
+
     def _eval_step_fn(self, batch):
         loss_sum, count = self.strategy.run(self._replica_eval, args=batch)
         return (self.strategy.reduce("SUM", loss_sum, axis=None),
@@ -196,14 +246,20 @@ class Trainer:
         Reading them waits for the step."""
         return self._train_step(distributed_batch)
 
+    def train_steps(self, iterator, steps):
+        """`steps` optimizer steps in one call, each on the next batch of `iterator` (an
+        iterator over `distribute(...)`); returns tensors of shape (steps,): each step's
+        mean loss, count and gradient norm, as `train_step` returns them."""
+        return self._train_steps(iterator, tf.constant(steps, tf.int32))
+
     def evaluate(self, dataset, max_batches=None):
         """Mean loss over all real target tokens of `dataset` (or what the loss
         counts), and their count."""
-        total, tokens = 0.0, 0
+        sums = []
         for i, batch in enumerate(self.distribute(dataset)):
             if max_batches is not None and i >= max_batches:
                 break
-            loss_sum, count = self._eval_step(batch)
-            total += float(loss_sum)
-            tokens += int(count)
+            sums.append(self._eval_step(batch))  # not read yet: the steps run ahead
+        total = sum(float(loss_sum) for loss_sum, _ in sums)
+        tokens = sum(int(count) for _, count in sums)
         return total / max(tokens, 1), tokens

@@ -37,12 +37,14 @@ def no_decay_variables(model):
 
 
 def build_optimizer(model, peak_lr, total_steps, warmup_steps, weight_decay=0.1,
-                    clip_norm=1.0, precision="fp32"):
+                    clip_norm=1.0, precision="fp32", beta_2=0.95):
     """AdamW for `model` (call inside the strategy's scope); for `fp16`, wrapped in a
-    dynamic `LossScaleOptimizer` (the train loop scales the loss with `scale_loss`)."""
+    dynamic `LossScaleOptimizer` (the train loop scales the loss with `scale_loss`).
+    `beta_2`: the second-moment decay; 0.99 suits small batches (nanoGPT's CPU recipe),
+    whose gradients are noisier."""
     optimizer = AdamW(
         learning_rate=learning_rate_schedule(peak_lr, total_steps, warmup_steps),
-        weight_decay=weight_decay, beta_1=0.9, beta_2=0.95,
+        weight_decay=weight_decay, beta_1=0.9, beta_2=beta_2,
         global_clipnorm=clip_norm or None)
     optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
     if precision == "fp16":

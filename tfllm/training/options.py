@@ -84,6 +84,12 @@ class TrainOptions:
                        "too)")
     grad_accum: int = option(1, "split each step's batch into this many micro-batches (the "
                              "same update with less memory)")
+    steps_per_call: int = option(10, "optimizer steps run in one call of the compiled train "
+                                 "loop (less Python per step; a call still ends at every log, "
+                                 "eval and checkpoint step, and the result does not depend on "
+                                 "it)")
+    beta2: float = option(0.95, "AdamW's second-moment decay (nanoGPT's small-batch recipes "
+                          "use 0.99)")
     clip_norm: float = option(1.0, "clip the gradient's global norm (over all replicas) to "
                               "this; 0: off")
     runs_dir: str = option("runs", "where run directories go")
@@ -117,12 +123,14 @@ class TrainOptions:
             if self.tokenizer != "sentencepiece":
                 raise ValueError("--init uses the checkpoint's GPT-2 tokenizer: drop --tokenizer")
         for field in ("steps", "batch_size", "eval_every", "checkpoint_every", "eval_batches",
-                      "grad_accum", "keep_checkpoints", "log_every"):
+                      "grad_accum", "keep_checkpoints", "log_every", "steps_per_call"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"--{field.replace('_', '-')} must be positive, "
                                  f"got {getattr(self, field)}")
         if self.lr <= 0:
             raise ValueError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 < self.beta2 < 1.0:
+            raise ValueError(f"--beta2 must be in (0, 1), got {self.beta2}")
         if self.clip_norm < 0:
             raise ValueError(f"--clip-norm must be 0 (off) or positive, got {self.clip_norm}")
         if self.batch_size % self.grad_accum:

@@ -7,6 +7,7 @@ import sys
 import time
 
 import keras
+import tensorflow as tf
 
 from tfllm.training import run_dir as rd
 from tfllm.training.logs import MetricsLog, TensorBoardLog
@@ -34,7 +35,9 @@ class RunLogs:
 
 
 def train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log=print):
-    """Run the steps left; returns {step: train loss} for each step run here."""
+    """Run the steps left, `options.steps_per_call` at a time (a call ends at every
+    logging, evaluation and checkpoint step); returns {step: train loss} for each step
+    run here."""
     step = int(checkpoints.step)
     position = int(checkpoints.data_position)
     losses = {}
@@ -50,22 +53,29 @@ def train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log=print)
         progress.update(step)
     start, window_start, pending, timed = time.time(), time.time(), [], []
     while step < options.steps:
-        result = trainer.train_step(next(batches))
-        step += 1
-        position += 1
-        pending.append((step, result))
-        if len(pending) == 1 and not losses:  # the first step compiles: keep it off the clock
-            float(result[0])
+        # The first call compiles: one step, kept off the clock.
+        count = 1 if not losses and not pending else min(
+            options.steps_per_call, _steps_to_boundary(step, options))
+        result = trainer.train_steps(batches, count)
+        first = step + 1
+        step += count
+        position += count
+        pending.append((first, result))
+        if len(pending) == 1 and not losses:
+            float(result[0][0])
             window_start = time.time()
         else:
             timed.append(result[1])
         last = step == options.steps
         evaluate = step % options.eval_every == 0 or last
         if step % options.log_every == 0 or evaluate:
-            # Reading the numbers waits for the steps: only here, not after every step.
-            losses.update((s, float(loss)) for s, (loss, _, _) in pending)
-            rate = sum(int(t) for t in timed) / max(time.time() - window_start, 1e-9)
-            loss, grad_norm = losses[step], float(pending[-1][1][2])
+            # Reading the numbers waits for the steps: only here, not after every call.
+            for first, (call_losses, _, _) in pending:
+                losses.update(zip(range(first, first + len(call_losses)),
+                                  map(float, call_losses.numpy())))
+            rate = sum(float(tf.reduce_sum(t)) for t in timed) / max(
+                time.time() - window_start, 1e-9)
+            loss, grad_norm = losses[step], float(pending[-1][1][2][-1])
             lr = current_learning_rate(trainer.optimizer)
             val_loss = trainer.evaluate(val_ds, options.eval_batches)[0] if evaluate else None
             if logs:
@@ -81,6 +91,12 @@ def train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log=print)
         if step % options.checkpoint_every == 0 or last:
             checkpoints.save(step, position)
     return losses
+
+
+def _steps_to_boundary(step, options):
+    """Steps from `step` to the next step that logs, evaluates, checkpoints or ends."""
+    cadences = (options.log_every, options.eval_every, options.checkpoint_every)
+    return min([every - step % every for every in cadences] + [options.steps - step])
 
 
 def logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir, chief, log):

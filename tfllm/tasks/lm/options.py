@@ -7,6 +7,8 @@ from tfllm.training.options import TrainOptions, option
 
 @dataclasses.dataclass
 class LMOptions(TrainOptions):
+    random_windows: bool = option(False, "train on windows at random offsets of the text "
+                                  "(nanoGPT's sampling) instead of fixed, shuffled cuts")
     sample_tokens: int = option(80, "tokens generated per prompt for samples.txt; 0: no "
                                 "samples")
 

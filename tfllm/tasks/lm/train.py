@@ -94,7 +94,7 @@ def pretrain(options, log=print):
     train_ids = tokenize_corpus(tokenizer, train_texts)
     val_ids = heldout_ids(tokenizer, val_texts)
     train_ds = lm_dataset(train_ids, seq_len, options.batch_size, shuffle=True,
-                          seed=options.seed, repeat=True)
+                          seed=options.seed, repeat=True, random_offsets=options.random_windows)
     val_ds = lm_dataset(val_ids, seq_len, options.batch_size, training=False,
                         what="validation", pad_id=tokenizer.pad_id)
     log(f"corpus: {sum(map(len, texts)):,} characters; {tokenizer.kind} tokenizer, vocab "
