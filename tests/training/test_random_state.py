@@ -16,9 +16,9 @@ def fresh_trainer(steps, grad_accum=1, seed=0):
     import keras
 
     from tfllm.models import GPTConfig, build_gpt
+    from tfllm.training.build import build_model_and_optimizer
     from tfllm.training.loop import Trainer
     from tfllm.training.options import TrainOptions
-    from tfllm.training.pretrain import build_model_and_optimizer
     from tfllm.training.strategy import resolve_strategy
 
     options = TrainOptions(steps=steps, batch_size=8, lr=3e-3, warmup_steps=1,
