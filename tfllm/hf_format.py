@@ -41,6 +41,7 @@ from tfllm.chat_format import END_TOKEN, ROLE_TOKENS
 from tfllm.pretrained import BLOCK_WEIGHTS, CONFIG_FILE, SAFETENSORS_FILE, TOKEN_TABLE, \
     write_safetensors
 from tfllm.tokenizers import _RESERVED_PIECES
+from tfllm.training.run_dir import load_run, recorded_task
 
 GENERATION_CONFIG = "generation_config.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -58,12 +59,13 @@ _CHAT_TEMPLATE = (
 def export_hf(run_dir, out_dir):
     """Write the latest checkpoint of train.py run `run_dir` as a Hugging Face GPT-2
     directory `out_dir` (which must not exist, or be empty); returns its path."""
-    from tfllm.training.classify import is_classifier_run
-    from tfllm.training.run_dir import load_run
-
     _check_free(out_dir)
-    if is_classifier_run(run_dir):
-        raise ValueError(f"'{run_dir}' is a classifier run: only language models (train.py "
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"no run directory '{run_dir}': give a directory written by "
+                                "train.py (runs/NAME)")
+    task = recorded_task(run_dir)
+    if task not in ("lm", "sft"):  # the GPT tasks (a classifier's head is no GPT-2's)
+        raise ValueError(f"'{run_dir}' is a {task} run: only language models (train.py "
                          "--task lm or sft) export to the GPT-2 format")
     model, tokenizer, config = load_run(run_dir)
     return write_hf(model, tokenizer, config, out_dir)
