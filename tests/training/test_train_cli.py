@@ -100,7 +100,7 @@ def test_help_documents_every_option_of_every_task(tmp_path):
      "--lora-rank applies to --task sft only: drop it"),
     (["--task", "sft", "--data", "x.jsonl", "--sample-tokens", "4"],
      "--sample-tokens applies to --task lm only: drop it"),
-    (["--task", "translate"], "unknown task 'translate': choose one of lm, sft, classify"),
+    (["--task", "translate"], "unknown task 'translate': choose one of lm, sft, classify, seq2seq"),
 ])
 def test_a_flag_of_another_task_is_refused(tmp_path, monkeypatch, capsys, argv, message):
     import train
