@@ -70,3 +70,21 @@ def default_corpus():
     from pydoc_data.topics import topics
 
     return [topics[key] for key in sorted(topics)]
+
+
+def held_out_split(items, val_fraction, seed=0, what="item"):
+    """(train, validation): a seeded random `val_fraction` of `items` (at least one each
+    way), each kept in file order. Random rather than the file's tail, since such files
+    are often grouped by topic; seeded, so every run holds out the same ones."""
+    import numpy as np
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
+    if len(items) < 2:
+        raise ValueError(f"--data holds {len(items)} {what}: give at least two "
+                         "(one is held out for validation) or pass --val FILE")
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = min(max(1, round(len(items) * val_fraction)), len(items) - 1)
+    held_out = set(order[:n_val].tolist())
+    return ([x for i, x in enumerate(items) if i not in held_out],
+            [x for i, x in enumerate(items) if i in held_out])

@@ -9,7 +9,7 @@ ever skipped. Only entirely empty lines are not rows.
 import numpy as np
 
 from tfllm.data.rows import encode_array
-from tfllm.data.text import read_text_file
+from tfllm.data.text import held_out_split, read_text_file
 
 
 def read_pairs(path, reverse=False):
@@ -36,16 +36,7 @@ def read_pairs(path, reverse=False):
 
 def split_pairs(pairs, val_fraction, seed=0):
     """(train, validation): a seeded random `val_fraction` of the pairs held out."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    if len(pairs) < 2:
-        raise ValueError(f"--data holds {len(pairs)} pair: give at least two (one is held "
-                         "out for validation) or pass --val FILE")
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    n_val = min(max(1, round(len(pairs) * val_fraction)), len(pairs) - 1)
-    held_out = set(order[:n_val].tolist())
-    return ([p for i, p in enumerate(pairs) if i not in held_out],
-            [p for i, p in enumerate(pairs) if i in held_out])
+    return held_out_split(pairs, val_fraction, seed, "pair")
 
 
 def encode_pairs(tokenizer, pairs, seq_len):

@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from tfllm.chat_format import ChatTokens, messages_from_row, render_ids
+from tfllm.data.text import held_out_split
 
 
 def read_conversations(path, flag="--data"):
@@ -58,17 +59,7 @@ def split_conversations(conversations, val_fraction, seed=0):
     """(train, validation): a seeded random `val_fraction` of the conversations (at least
     one each way) is held out. Random rather than the file's tail, since chat files are
     often grouped by topic or persona; seeded, so every run holds out the same ones."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    if len(conversations) < 2:
-        raise ValueError(f"--data holds {len(conversations)} conversation: give at least two "
-                         "(one is held out for validation) or pass --val FILE")
-    order = np.random.default_rng(seed).permutation(len(conversations))
-    n_val = min(max(1, round(len(conversations) * val_fraction)), len(conversations) - 1)
-    held_out = set(order[:n_val].tolist())
-    train = [c for i, c in enumerate(conversations) if i not in held_out]
-    val = [c for i, c in enumerate(conversations) if i in held_out]
-    return train, val
+    return held_out_split(conversations, val_fraction, seed, "conversation")
 
 
 def encode_conversations(tokenizer, conversations, max_tokens, tokens=None):
