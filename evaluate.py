@@ -49,15 +49,21 @@ def parse_args(argv=None):
                    "head's attention over TEXT and the probability of each next token")
     p.add_argument("--suite", action="store_true",
                    help="write the report card instead (report.json, report.md, suite.png): "
-                   "text, translation, math, sentiment and chat rows, a column per model")
+                   "text, translation, math, sentiment, chat and continuation rows, a column "
+                   "per model")
     p.add_argument("--suite-data", action="append", default=[], metavar="ROW=SPEC",
                    help="a row's data, a file or a dataset name (defaults: "
                    "translate=cmn-eng:test, math=gsm8k:test, sentiment=sst2:test, "
-                   "chat=personality_chat:valid; text: the first model's held-out text)")
+                   "chat=personality_chat:valid, continue=tang_poetry:valid; text: the first "
+                   "model's held-out text)")
+    p.add_argument("--suite-rows", default="",
+                   help="the rows to score, comma-separated (default: every row that applies "
+                   "to a model): text, translate, math, sentiment, chat, continue")
     p.add_argument("--suite-size", type=int, default=100,
                    help="examples scored per row and model")
     p.add_argument("--suite-language", default="en",
-                   help="the sentiment row's language, en or zh (its instruction and words)")
+                   help="the language of the sentiment and continue rows' instructions, en or "
+                   "zh (and the sentiment words; zh: waimai_10k:test by default)")
     p.add_argument("--losses", action="store_true",
                    help="write losses.png instead: the train and validation loss curves of "
                    "every run directory given, together")
@@ -96,7 +102,7 @@ def suite(args):
     from tfllm.suite import format_markdown, run_suite
 
     report = run_suite(args.models, args.suite_data, args.suite_size, args.out or ".",
-                       args.suite_language)
+                       args.suite_language, rows=args.suite_rows)
     print(format_markdown(report).split("\n## Samples")[0])
     print(f"report card: {os.path.join(args.out or '.', 'report.md')}")
 

@@ -4,6 +4,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import fcntl
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,23 +49,49 @@ def run_cli(script, *args, cwd, timeout=600):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def built_once(tmp_path_factory, name, build):
+    """A folder that `build(folder)` fills once for the whole test run: with pytest-xdist,
+    the first worker to ask builds it where every worker looks and the others wait for it,
+    so a session fixture costs its time once, not once per worker."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.write_text("")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory):
     """About 40k characters of real English: the first pydoc_data topics."""
     from pydoc_data.topics import topics
 
-    path = tmp_path_factory.mktemp("corpus") / "docs.txt"
-    path.write_text("\n\n".join(topics[k] for k in sorted(topics)[:12]), encoding="utf-8")
-    return path
+    def build(folder):
+        text = "\n\n".join(topics[k] for k in sorted(topics)[:12])
+        (folder / "docs.txt").write_text(text, encoding="utf-8")
+
+    return built_once(tmp_path_factory, "corpus", build) / "docs.txt"
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, corpus_file):
-    """train.py run once for the whole session: (workdir, run_dir, saved_model_dir, stdout)."""
-    work = tmp_path_factory.mktemp("work")
-    result = run_cli("train.py", "--data", corpus_file, "--name", "t", *TINY_FLAGS, cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work, work / "runs" / "t", work / "saved_models" / "t" / "1", result.stdout
+    """train.py run once for the whole test run: (workdir, run_dir, saved_model_dir,
+    stdout)."""
+    def build(work):
+        result = run_cli("train.py", "--data", corpus_file, "--name", "t", *TINY_FLAGS,
+                         cwd=work)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (work / "stdout.txt").write_text(result.stdout, encoding="utf-8")
+
+    work = built_once(tmp_path_factory, "work", build)
+    return (work, work / "runs" / "t", work / "saved_models" / "t" / "1",
+            (work / "stdout.txt").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -76,3 +104,26 @@ def mixed_bfloat16():
         yield
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# With pytest-xdist (`-n 2`, README), the tests of one file run in one worker, so a module
+# fixture is built once; the server tests share one group, since they share their servers.
+# The files that take longest are handed out first, so that the workers finish together.
+LONG_FIRST = ("tests/test_backends.py", "tests/training/test_resume.py",
+              "tests/test_pretrained.py", "tests/chat/test_sft_cli.py", "tests/test_export.py",
+              "tests/serve", "tests/chat/test_chat_serving.py",
+              "tests/training/test_mirrored.py", "tests/training/test_multiworker.py",
+              "tests/seq2seq/test_seq2seq_task.py", "tests/test_hf_export.py")
+
+
+def xdist_group_of(item):
+    path = item.nodeid.split("::")[0]
+    return "tests/serve" if path.startswith("tests/serve/") else path
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    rank = {group: i for i, group in enumerate(LONG_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
+    items.sort(key=lambda item: rank.get(xdist_group_of(item), len(rank)))

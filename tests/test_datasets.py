@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import http.server
 import json
+import re
 import socket
 import threading
 import urllib.parse
@@ -255,6 +256,8 @@ def shared_originals(dataset):
                            for r in rows).encode()
         return {"train.jsonl": original("valid.jsonl", "train.jsonl"),
                 "test.jsonl": original("test.jsonl")}
+    if dataset.name == "tang_poetry":  # the kept verse, regrouped as chinese-poetry's JSON
+        return tang_originals(folder, list(dataset.sources))
     out = {}
     for key in dataset.sources:
         path = folder / "original" / key
@@ -262,6 +265,44 @@ def shared_originals(dataset):
     if dataset.name == "trec":  # the byte shared/data patched, as upstream serves it
         out["TREC.train"] = out["TREC.train"].replace(b"sister city", b"sister\xf0city")
     return out
+
+
+def tang_originals(folder, names):
+    """全唐诗's files are not in shared/data, only the verse kept from them: every kept poem
+    (train first, then valid: each split keeps its order) as paragraphs of two segments,
+    spread over the 58 file names in order, with a poem of each rejected kind beside them."""
+    poems = [line for split in ("train", "valid")
+             for line in (folder / f"tang_5_7_{split}.txt").read_text(encoding="utf-8")
+             .split("\n")[:-1]]
+    rejected = ["白日依山盡，黃河入海流。",
+                "一二三四五六，一二三四五六。一二三四五六，一二三四五六。",
+                "白日依山盡，黃河入海流。欲窮千里目，更上一層樓",
+                "白日依山盡，黃河入海流。欲窮千里目，更上一層樓高。"]
+    per_file = -(-len(poems) // len(names))
+    out = {}
+    for i, name in enumerate(names):
+        chunk = poems[i * per_file:(i + 1) * per_file] + rejected
+        records = [{"author": "", "title": "",
+                    "paragraphs": re.findall(r"[^。？！；]*[。？！；]", text)} for text in chunk]
+        out[name] = json.dumps(records, ensure_ascii=False, indent=4).encode()
+    return out
+
+
+def test_tang_verse_keeps_quatrains_and_regulated_verse_only():
+    keep = ["白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+            "空山新雨後，天氣晚來秋。明月松間照，清泉石上流。"
+            "竹喧歸浣女，蓮動下漁舟。隨意春芳歇，王孫自可留。",
+            "朝辭白帝彩雲間，千里江陵一日還。兩岸猿聲啼不住，輕舟已過萬重山。"]
+    drop = ["白日依山盡，黃河入海流。",  # two segments
+            "白日依山盡，黃河入海流。欲窮千里目，更上一層樓",  # an unclosed last segment
+            "朝辭白帝彩雲間，千里江陵一日還。兩岸猿聲啼，輕舟已過萬重山。",  # 7 and 5 mixed
+            "白日依山盡、黃河入海流。欲窮千里目，更上一層樓。"]  # 、 is not a segment end
+    poems = [{"paragraphs": [text]} for text in keep + drop]
+    out = prepare.tang_verse({"poet.tang.1000.json": json.dumps(poems).encode(),
+                              "poet.tang.0.json": json.dumps(poems[:1]).encode()})
+    lines = [line for data in out.values() for line in data.decode().split("\n")[:-1]]
+    assert sorted(lines) == sorted([keep[0]] + keep)
+    assert set(out) == {"tang_5_7_train.txt", "tang_5_7_valid.txt"}
 
 
 def test_get_reproduces_shared_data_byte_for_byte(server, cache, monkeypatch, capsys):

@@ -75,9 +75,8 @@ def test_killed_export_leaves_no_partial_version_and_the_next_one_recovers(
     assert {k: v for k, v in snapshot(models).items() if "/.tmp-" not in "/" + k} == before
 
     # The next export removes the dead staging directory and publishes version 2.
-    result = export_cli(run_dir, "--output-dir", models, "--name", "m")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().endswith(os.path.join("m", "2"))
+    assert export.main([str(run_dir), "--output-dir", str(models), "--name", "m"]) == 0
+    assert capsys.readouterr().out.strip().endswith(os.path.join("m", "2"))
     assert sorted(os.listdir(models / "m")) == ["1", "2"]
     assert (models / "m" / "2" / "saved_model.pb").exists()
     assert json.loads((models / "m" / "2" / "assets.extra" / "tfllm.json").read_text())[

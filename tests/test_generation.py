@@ -158,6 +158,10 @@ def test_stop_strings_and_stop_tokens(model):
     first = ids.index(stop_id)
     assert by_token[:first + 1].tolist() == ids[:first + 1]
     assert not by_token[first + 1:].any()
+    # As text, a reply ends before its stop token, called whole or streamed.
+    text = gen(["hello"], max_new_tokens=12, stop_token_ids=[stop_id])[0]
+    assert text == tok.decode(ids[:first])
+    assert "".join(gen.stream("hello", max_new_tokens=12, stop_token_ids=[stop_id])) == text
 
 
 def test_bucketed_xla_path_matches_the_plain_graph(model):

@@ -8,12 +8,10 @@ directory (config.json + model.safetensors with GPT-2's tensor names) from the s
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,11 +443,9 @@ def test_sft_with_lora_from_gpt2_trains_adapters_and_marker_rows(gpt2, tmp_path)
     export = tmp_path / "saved_models" / "g-chat" / "1"
     metadata = json.loads((export / "assets.extra" / "tfllm.json").read_text())
     assert "chat" in metadata["signatures"]
-    chat = subprocess.run([sys.executable, "-m", "tfllm.chat", str(export), "--prompt",
-                           "the first word?", "--max-new-tokens", "8"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    assert chat.returncode == 0, chat.stderr[-2000:]
+    from tfllm import chat
+
+    assert chat.main([str(export), "--prompt", "the first word?", "--max-new-tokens", "8"]) == 0
 
 
 def test_tokenizer_saved_model_in_fresh_process(tokenizer, tmp_path):
@@ -487,8 +483,9 @@ def test_tokenizer_saved_model_in_fresh_process(tokenizer, tmp_path):
     assert result["texts"] == texts
 
 
-def test_train_py_init_continues_pretraining_and_exports(gpt2, tmp_path, corpus_file):
-    from conftest import run_cli
+def test_train_py_init_continues_pretraining_and_exports(gpt2, tmp_path, corpus_file,
+                                                         monkeypatch, capsys):
+    from conftest import refused, run_cli
 
     result = run_cli("train.py", "--init", gpt2["hf_dir"], "--data", corpus_file, "--name", "g",
                      "--steps", "4", "--batch-size", "4", "--seq-len", "32",
@@ -498,17 +495,17 @@ def test_train_py_init_continues_pretraining_and_exports(gpt2, tmp_path, corpus_
     assert "initialized from the GPT-2 weights" in result.stdout
     assert load_tokenizer(tmp_path / "runs" / "g" / "tokenizer").kind == "gpt2"
     assert (tmp_path / "saved_models" / "g" / "1" / "saved_model.pb").exists()
-    refused = run_cli("train.py", "--init", gpt2["hf_dir"], "--num-layers", "3", cwd=tmp_path)
-    assert refused.returncode == 2 and "--num-layers" in refused.stderr
+    import train
+    from tfllm import chat
+
+    assert "--num-layers" in refused(train.main, "--init", gpt2["hf_dir"], "--num-layers", "3",
+                                     capsys=capsys)
     # GPT-2's vocabulary has no chat markers: the chat CLI says so in one line, and the
     # export has no chat signature.
-    chat = subprocess.run([sys.executable, "-m", "tfllm.chat", "runs/g", "--prompt", "Hi"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    assert chat.returncode == 2, chat.stderr[-2000:]
-    assert chat.stderr.strip().splitlines() == [
+    monkeypatch.chdir(tmp_path)
+    assert refused(chat.main, "runs/g", "--prompt", "Hi", capsys=capsys) == (
         "error: 'runs/g' has a gpt2 tokenizer without chat markers: chat with a run "
-        "fine-tuned by train.py --task sft"]
+        "fine-tuned by train.py --task sft")
     metadata = json.loads((tmp_path / "saved_models" / "g" / "1" / "assets.extra" /
                            "tfllm.json").read_text())
     assert "chat" not in metadata["signatures"]

@@ -20,6 +20,17 @@ def test_answers_are_read_as_people_write_them():
     assert sentiment_answer("neutral", ["negative", "positive"]) == -1
 
 
+def test_continuations_are_cut_to_the_reference_clauses_and_scored_by_sacrebleu():
+    import sacrebleu
+
+    from tfllm.suite import clauses
+
+    assert clauses("欲窮千里目，更上一層樓。後") == ["欲窮千里目，", "更上一層樓。"]
+    assert clauses("One, two. Three") == ["One,", " two."]
+    # chrF is sacrebleu's own (the row calls corpus_chrf on the cut continuations).
+    assert sacrebleu.corpus_chrf(["更上一層樓。"], [["更上一層樓。"]]).score == 100.0
+
+
 def test_f1_agrees_with_scikit_learn():
     from sklearn.metrics import f1_score
 
@@ -47,9 +58,12 @@ def suite_files(tmp_path, corpus_file):
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(
         {"prompt": q, "response": a}) + "\n" for q, a in [("What is a list?", "A sequence."),
                                                           ("Hi", "Hello!")]), encoding="utf-8")
+    (tmp_path / "poems.txt").write_text("白日依山盡，黃河入海流。欲窮千里目，更上一層樓。\n"
+                                        "A list is a sequence. It holds items.\n",
+                                        encoding="utf-8")
     return [f"translate={tmp_path / 'pairs.tsv'}", f"math={tmp_path / 'math.jsonl'}",
             f"sentiment={tmp_path / 'reviews.tsv'}", f"chat={tmp_path / 'chat.jsonl'}",
-            f"text={corpus_file}"]
+            f"continue={tmp_path / 'poems.txt'}", f"text={corpus_file}"]
 
 
 def test_the_card_has_a_column_per_model_and_the_saved_model_matches_its_run(
@@ -63,13 +77,18 @@ def test_the_card_has_a_column_per_model_and_the_saved_model_matches_its_run(
                           *data, "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     run, saved = str(run_dir), str(saved_model)
-    assert set(report["rows"]) == {"text", "translate", "math", "sentiment", "chat"}
+    assert set(report["rows"]) == {"text", "translate", "math", "sentiment", "chat",
+                                   "continue"}
     assert set(report["rows"]["chat"]) == {run}  # needs the weights: run directories only
-    for row in ("text", "translate", "math", "sentiment"):
+    for row in ("text", "translate", "math", "sentiment", "continue"):
         assert set(report["rows"][row]) == {run, saved}
     assert report["rows"]["text"][run]["bits_per_byte"] == pytest.approx(
         report["rows"]["text"][saved]["bits_per_byte"], rel=1e-4)
-    for row in ("translate", "math", "sentiment"):  # greedy answers: the same replies
+    # A language model continues the first half of each piece as it is.
+    assert report["rows"]["continue"][run]["pieces"] == 2
+    assert [s["input"] for s in report["samples"]["continue"][run]] == [
+        "白日依山盡，黃河入海流。", "A list is a sequence."]
+    for row in ("translate", "math", "sentiment", "continue"):  # greedy: the same replies
         assert report["rows"][row][run] == report["rows"][row][saved], row
         assert report["samples"][row][run] == report["samples"][row][saved], row
     assert 0.0 <= report["rows"]["sentiment"][run]["accuracy"] <= 1.0
@@ -83,6 +102,7 @@ def test_the_card_has_a_column_per_model_and_the_saved_model_matches_its_run(
 @pytest.mark.parametrize("flags, message", [
     (["--suite-data", "poems=x.txt"], "--suite-data 'poems=x.txt': write ROW=FILE"),
     (["--suite-size", "0"], "--suite-size must be 1 or more"),
+    (["--suite-rows", "text,poems"], "--suite-rows 'text,poems': name rows among"),
 ])
 def test_bad_suite_flags_are_refused(trained_run, tmp_path, capsys, flags, message):
     import evaluate

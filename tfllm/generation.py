@@ -4,6 +4,7 @@
 TF Serving runs; `Generator` compiles it once (all shapes dynamic) and reuses it.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tfllm.models.gpt import call_with_cache, init_cache
@@ -234,10 +235,12 @@ class Generator:
 
     def __call__(self, prompts, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
                  seed=0, stop=(), stop_token_ids=None):
-        """Continuations of `prompts` (a list of strings), each cut before the first of
-        the `stop` strings."""
+        """Continuations of `prompts` (a list of strings), each cut before its stop token
+        (which, like `stream`'s, is not part of it) or the first of the `stop` strings."""
         ids = self.generate_ids(prompts, max_new_tokens, temperature, top_k, top_p, seed,
                                 stop_token_ids)
+        # A stop token with text of its own (the chat end marker) would show in the text.
+        ids = np.where(np.isin(ids, self.stop_ids(stop_token_ids)), self.tokenizer.pad_id, ids)
         texts = [s.decode("utf-8", errors="replace")
                  for s in self.tokenizer.detokenize(tf.constant(ids)).numpy()]
         return [cut_at_stop(t, stop) for t in texts]

@@ -9,10 +9,12 @@ Rows, each where it applies to a model:
     math       exact match of GSM8K's final number                        chat model
     sentiment  accuracy and macro-F1 of the model's one-word answers      chat model
     chat       assistant-token loss and end-of-turn rate                   chat run directory
+    continue   chrF and verse form of a piece's continuation from its first half   GPT
 
 A chat model answers an instruction (the prompts of tfllm.tasks.sft.mixture, so a model
 fine-tuned on such a mixture is asked as it learnt) greedily; a translator translates its
-own direction. Each row reads a file or a dataset name (`--suite-data ROW=SPEC`) and scores
+own direction. A plain language model continues a piece as it is; a chat model is asked
+to. Each row reads a file or a dataset name (`--suite-data ROW=SPEC`) and scores
 its first `--suite-size` examples.
 """
 
@@ -26,11 +28,12 @@ from tfllm.atomic import save_figure, write_atomic, write_json
 from tfllm.datasets import resolve_data
 from tfllm.tasks import task_of
 
-ROWS = ("text", "translate", "math", "sentiment", "chat")
+ROWS = ("text", "translate", "math", "sentiment", "chat", "continue")
 DEFAULT_DATA = {"translate": "cmn-eng:test", "math": "gsm8k:test", "sentiment": "sst2:test",
-                "chat": "personality_chat:valid"}
+                "chat": "personality_chat:valid", "continue": "tang_poetry:valid"}
 SENTIMENT_WORDS = {"en": ["negative", "positive"], "zh": ["负面", "正面"]}
-MAX_NEW_TOKENS = {"translate": 48, "math": 128, "sentiment": 8}
+MAX_NEW_TOKENS = {"translate": 48, "math": 128, "sentiment": 8, "continue": 48}
+CLAUSE = re.compile(r"[^，。？！；,.?!;\n]*[，。？！；,.?!;]")
 SAMPLES = 3
 
 
@@ -218,6 +221,45 @@ def row_chat(model_path, data, size):
             "conversations": result["replies"]}, samples
 
 
+def clauses(text):
+    """The punctuation-closed clauses of a text (a line of verse each)."""
+    return CLAUSE.findall(text)
+
+
+def row_continue(model_path, data, size, answers, language):
+    """The continuation of each piece's first half, cut to as many clauses as the real
+    second half has: chrF against it (sacrebleu), and the share whose clause lengths are
+    the real ones (for verse: the form, 5 or 7 characters a line)."""
+    import sacrebleu
+
+    from tfllm.evaluation import load_for_evaluation
+    from tfllm.tasks.sft.mixture import PROMPTS, continuation_pairs, read_pieces
+
+    pairs = continuation_pairs(read_pieces(data))[:size]
+    heads = [head for head, _ in pairs]
+    if answers is not None:
+        outputs = answers([PROMPTS["continue/" + language].format(text=h) for h in heads],
+                          MAX_NEW_TOKENS["continue"])
+    else:  # a piece whose first half leaves no room to continue gets the empty output
+        model = load_for_evaluation(model_path)
+        new_tokens = min(MAX_NEW_TOKENS["continue"], model.context_length // 2)
+        lengths = model.tokenize(heads).row_lengths().numpy() if heads else []
+        fits = [n + 1 + new_tokens <= model.context_length for n in lengths]  # + EOS
+        chosen = [h for h, ok in zip(heads, fits) if ok]
+        continued = iter([out for i in range(0, len(chosen), 16)
+                          for out in model.generate(chosen[i:i + 16], new_tokens)])
+        outputs = [next(continued) if ok else "" for ok in fits]
+    cut = ["".join(clauses(out.split("\n")[0].strip())[:len(clauses(tail))]) or
+           out.split("\n")[0].strip() for out, (_, tail) in zip(outputs, pairs)]
+    references = [tail for _, tail in pairs]
+    form = [[len(c) for c in clauses(o)] == [len(c) for c in clauses(r)]
+            for o, r in zip(cut, references)]
+    samples = [{"input": h, "reference": r, "output": o}
+               for h, r, o in list(zip(heads, references, cut))[:SAMPLES]]
+    return {"chrf": sacrebleu.corpus_chrf(cut, [references]).score,
+            "form_match": float(np.mean(form)), "pieces": len(pairs)}, samples
+
+
 # --- the card --------------------------------------------------------------------------
 
 
@@ -226,7 +268,8 @@ def applicable(row, task, path, has_chat):
     return {"text": task.name in ("lm", "sft"),
             "translate": has_chat or task.name == "seq2seq",
             "math": has_chat, "sentiment": has_chat,
-            "chat": has_chat and not saved}[row]
+            "chat": has_chat and not saved,
+            "continue": task.name in ("lm", "sft")}[row]
 
 
 def has_chat_markers(path):
@@ -244,9 +287,12 @@ def has_chat_markers(path):
     return True
 
 
-def parse_suite_data(specs):
-    """{row: file or dataset name} from ROW=SPEC strings over the defaults."""
+def parse_suite_data(specs, language="en"):
+    """{row: file or dataset name} from ROW=SPEC strings over the defaults (Chinese
+    sentiment from waimai_10k when the instructions are Chinese)."""
     data = dict(DEFAULT_DATA)
+    if language == "zh":
+        data["sentiment"] = "waimai_10k:test"
     for spec in specs:
         row, eq, value = spec.partition("=")
         if not eq or row not in ROWS or not value:
@@ -256,20 +302,32 @@ def parse_suite_data(specs):
     return data
 
 
-def run_suite(model_paths, data_specs=(), size=100, out=".", sentiment_language="en",
-              log=print):
-    """Score every model on every row that applies; write report.json, report.md and
-    suite.png into `out`; returns the report."""
+def chosen_rows(rows):
+    """The rows named in a comma-separated string (every row when empty)."""
+    names = [r.strip() for r in rows.split(",") if r.strip()] if rows else list(ROWS)
+    unknown = [r for r in names if r not in ROWS]
+    if unknown or not names:
+        raise ValueError(f"--suite-rows {rows!r}: name rows among {', '.join(ROWS)}")
+    return set(names)
+
+
+def run_suite(model_paths, data_specs=(), size=100, out=".", language="en",
+              log=print, rows=""):
+    """Score every model on every row that applies (of `rows`, comma-separated; all when
+    empty); write report.json, report.md and suite.png into `out`; returns the report."""
+    chosen = chosen_rows(rows)
     if size < 1:
         raise ValueError(f"--suite-size must be 1 or more, got {size}")
-    if sentiment_language not in SENTIMENT_WORDS:
-        raise ValueError(f"--suite-language {sentiment_language!r}: use en or zh")
+    if language not in SENTIMENT_WORDS:
+        raise ValueError(f"--suite-language {language!r}: use en or zh")
     tasks = [task_of(path) for path in model_paths]  # refuse unknown paths first
-    wanted = parse_suite_data(data_specs)
+    wanted = parse_suite_data(data_specs, language)
     needed = {row for row in ROWS for path, task in zip(model_paths, tasks)
-              if applicable(row, task, path, task.generates and has_chat_markers(path))}
-    texts, text_source = suite_texts(model_paths, tasks, wanted.get("text"))
-    if texts is None:
+              if row in chosen and
+              applicable(row, task, path, task.generates and has_chat_markers(path))}
+    texts, text_source = (suite_texts(model_paths, tasks, wanted.get("text"))
+                          if "text" in needed else (None, None))
+    if texts is None and "text" in needed:
         needed.discard("text")
         log("text row left out: no language-model run to take held-out text from; give "
             "--suite-data text=FILE")
@@ -292,9 +350,13 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", sentiment_language=
             elif row == "math":
                 metrics, samples = row_math(data[row], size, answers)
             elif row == "sentiment":
-                metrics, samples = row_sentiment(data[row], size, answers, sentiment_language)
-            else:
+                metrics, samples = row_sentiment(data[row], size, answers, language)
+            elif row == "chat":
                 metrics, samples = row_chat(path, data[row], size)
+            else:
+                # A chat model is asked to continue; a plain language model just does.
+                metrics, samples = row_continue(path, data[row], size,
+                                                answers if task.chats else None, language)
             report["rows"].setdefault(row, {})[path] = metrics
             report["samples"].setdefault(row, {})[path] = samples
     os.makedirs(out, exist_ok=True)
@@ -310,7 +372,9 @@ HEADLINES = [("text", "bits_per_byte", "bits per byte (lower is better)"),
              ("sentiment", "accuracy", "sentiment accuracy"),
              ("sentiment", "macro_f1", "sentiment macro-F1"),
              ("chat", "assistant_loss", "chat assistant-token loss"),
-             ("chat", "end_rate", "chat end-of-turn rate")]
+             ("chat", "end_rate", "chat end-of-turn rate"),
+             ("continue", "chrf", "continuation chrF"),
+             ("continue", "form_match", "continuation form match")]
 
 
 def format_markdown(report):

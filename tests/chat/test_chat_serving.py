@@ -179,25 +179,18 @@ def test_ctrl_c_stops_a_reply_and_keeps_the_session(trained_run):
         terminal.close()
 
 
-def run_chat(*args):
-    """`python -m tfllm.chat ARGS` as a script would run it."""
-    return subprocess.run([sys.executable, "-m", "tfllm.chat", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
 def test_one_shot_prompt_for_scripts_and_bad_input(trained_run, engine, tmp_path, capsys):
+    # In this process: the terminal tests above run the real command.
     from tfllm import chat
 
     one_shot = ("--prompt", "What is a list?", "--system", CONVERSATION[0]["content"],
-                "--max-new-tokens", MAX_NEW)
-    result = run_chat(trained_run[1], *one_shot)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.rstrip("\n") == expected_reply(engine, CONVERSATION)
+                "--max-new-tokens", str(MAX_NEW))
+    assert chat.main([str(trained_run[1]), *one_shot]) == 0
+    reply = capsys.readouterr().out
+    assert reply.rstrip("\n") == expected_reply(engine, CONVERSATION)
     # The SavedModel answers the same through its chat signature.
-    saved = run_chat(trained_run[2], *one_shot)
-    assert saved.returncode == 0, saved.stderr[-2000:]
-    assert saved.stdout == result.stdout
+    assert chat.main([str(trained_run[2]), *one_shot]) == 0
+    assert capsys.readouterr().out == reply
     for args, message in [((tmp_path,), "neither a run directory"),
                           ((trained_run[1], "--top-p", "0"), "top_p must be in (0, 1]"),
                           ((trained_run[1], "--prompt", " "), "--prompt is empty"),

@@ -72,6 +72,7 @@ def test_a_model_trained_under_mirrored_exports_and_loads_the_same_way(tmp_path,
 
     flags = list(TINY_FLAGS)
     flags[flags.index("--steps") + 1] = "10"
+    flags[flags.index("--sample-tokens") + 1] = "0"  # the export is under test
     result = subprocess.run(
         [sys.executable, "-c", TRAIN_MIRRORED, "--data", str(corpus_file), "--name", "m",
          "--strategy", "mirrored", *flags], cwd=tmp_path, capture_output=True, text=True,

@@ -254,3 +254,28 @@ def poetry_300(sources):
     song = [{"tune": ci["rhythmic"], "author": ci["author"], "text": "".join(ci["paragraphs"])}
             for ci in json.loads(sources["songci_300.json"])]
     return {"tangshi_300.jsonl": _jsonl(tang), "songci_300.jsonl": _jsonl(song)}
+
+
+VERSE_PUNCTUATION = "，。？！；"
+
+
+def is_regular_verse(text):
+    """Whether a poem is a quatrain or regulated verse: 4 or 8 segments, each closed by one
+    of ，。？！； and all 5 or all 7 characters long."""
+    segments = re.findall(f"[^{VERSE_PUNCTUATION}]*[{VERSE_PUNCTUATION}]", text)
+    if "".join(segments) != text or len(segments) not in (4, 8):
+        return False
+    return {len(s) - 1 for s in segments} in ({5}, {7})
+
+
+def tang_verse(sources):
+    """全唐诗's quatrains and regulated verse (Traditional characters, as chinese-poetry
+    keeps them), one poem per line, its paragraphs joined with the punctuation kept; the
+    files in the order of their first poem's number, split by the md5 bucket of the text."""
+    rows = []
+    for name in sorted(sources, key=lambda n: int(n.split(".")[2])):
+        for poem in json.loads(_text(sources[name])):
+            text = "".join(poem["paragraphs"])
+            if is_regular_verse(text):
+                rows.append((split2(text), text))
+    return _by_split(rows, {"train": "tang_5_7_train.txt", "valid": "tang_5_7_valid.txt"})

@@ -6,9 +6,9 @@ files' names, SHA-256 and sizes. The files are the ones in the team's shared/dat
 the same folders, so `TFLLM_DATA=../shared/data` serves them without a download.
 
 Every prepared file is checked against its SHA-256 before anything is written, so a source
-whose own checksum is unknown (`sha256=None`: GSM8K and chatterbot, whose originals are not
-in shared/data, and TREC.train, whose one non-UTF-8 byte shared/data patched) is still
-checked, through what it becomes.
+whose own checksum is unknown (`sha256=None`: GSM8K, chatterbot and the 58 files of 全唐诗,
+whose originals are not in shared/data, and TREC.train, whose one non-UTF-8 byte shared/data
+patched) is still checked, through what it becomes.
 """
 
 from dataclasses import dataclass
@@ -279,6 +279,18 @@ _LIST = [
                     "965bf536db57a0659ce9fb31530374aec266322ffb5c139d53bd750818200ab9",
                     103593)),
         p.poetry_300, default="tangshi"),
+    Dataset(
+        "tang_poetry", "Tang 5/7-character verse, 37k poems (zh, Traditional)",
+        "MIT", "zh/poetry",
+        github("chinese-poetry/chinese-poetry", "99ebbef7e1345c0985c44b9fd96a3f9e776f117b", {
+            f"poet.tang.{k}.json": (f"全唐诗/poet.tang.{k}.json", None)
+            for k in range(0, 58000, 1000)}),
+        _splits(
+            train=("tang_5_7_train.txt",
+                   "b1b2537422b067c3279bee33e22513bfe2803246aa47e2c51428aa0588839a95", 4464635),
+            valid=("tang_5_7_valid.txt",
+                   "5a3b088f42f82efba862306fe7b9614a3aef9ef9cfa4234d84d7659a28556613", 500733)),
+        p.tang_verse),
     Dataset(
         "gsm8k", "GSM8K math word problems, prompt/response",
         "MIT", "instruct/gsm8k",

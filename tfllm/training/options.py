@@ -58,7 +58,8 @@ class TrainOptions:
     steps: int = option(600, "optimizer steps in total")
     batch_size: int = option(32, "global batch (windows, conversations rows or texts)")
     seq_len: int = option(0, "tokens per training window; 0: the preset's context length "
-                          "(classify: the longest training text)")
+                          "(classify: the longest training text; seq2seq: the longest side "
+                          "of a training pair)")
     lr: float = option(2e-3, "peak learning rate (AdamW)")
     warmup_steps: int = option(100, "linear warm-up steps before the cosine decay")
     weight_decay: float = option(0.1, "decoupled weight decay (not on norms, biases, "

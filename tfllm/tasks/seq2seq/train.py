@@ -19,7 +19,7 @@ import time
 import keras
 
 from tfllm.atomic import write_atomic, write_json
-from tfllm.data.rows import rows_dataset
+from tfllm.data.rows import rows_dataset, token_counts
 from tfllm.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from tfllm.tasks.seq2seq.data import encode_pairs, read_pairs, split_pairs
 from tfllm.tasks.seq2seq.evaluate import score_translator
@@ -91,7 +91,11 @@ def train_seq2seq(options, log=print):
     tokenizer = make_tokenizer(options, train_pairs, config, run_dir)
     config = dataclasses.replace(config, vocab_size=tokenizer.vocab_size,
                                  pad_id=tokenizer.pad_id)
-    seq_len = options.seq_len or config.context_length
+    # Rows as long as the longest side of a training pair (+ EOS), not the context: short
+    # sentence pairs padded to a 128-token context would spend most of every step on
+    # padding.
+    longest = max(token_counts(tokenizer, [text for pair in train_pairs for text in pair]))
+    seq_len = options.seq_len or min(int(longest) + 1, config.context_length)
     if seq_len > config.context_length:
         raise ValueError(f"--seq-len {seq_len} is above the model's context of "
                          f"{config.context_length}: lower --seq-len or raise --context-length")

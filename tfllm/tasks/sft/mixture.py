@@ -9,7 +9,8 @@ and mixed by weight, for `train.py --task sft --data mixture.json`.
        {"data": "sst2", "kind": "sentiment", "labels": ["negative", "positive"]},
        {"data": "waimai_10k", "kind": "sentiment", "labels": ["负面", "正面"],
         "language": "zh"},
-       {"data": "personality_chat", "kind": "chat", "weight": 0.5}]}
+       {"data": "personality_chat", "kind": "chat", "weight": 0.5},
+       {"data": "tang_poetry", "kind": "continue", "language": "zh"}]}
 
 `data` is a file (relative to the mixture file) or a dataset name (`python -m
 tfllm.datasets list`, `NAME:SPLIT` for a split). Kinds:
@@ -18,6 +19,8 @@ tfllm.datasets list`, `NAME:SPLIT` for a split). Kinds:
     math        {"prompt", "response"} JSONL; calculator notes <<...>> are dropped
     sentiment   label<TAB>text rows; `labels` names each label id (0, 1, ...) in words
     chat        conversations JSONL, as --data takes it
+    continue    text, one piece per line (or JSONL with a "text" field): the first half of
+                a piece's sentences is the message, the rest the reply (poetry continuation)
 
 Each source contributes `examples * weight / total weight` conversations (default
 `examples`: every row of every source once), drawn without repeats while it has rows
@@ -41,8 +44,11 @@ PROMPTS = {
     "sentiment/en": "Is the sentiment of this text positive or negative? Answer in one "
                     "word.\n{text}",
     "sentiment/zh": "这段文字的情感是正面还是负面？用一个词回答。\n{text}",
+    "continue/en": "Continue this text:\n{text}",
+    "continue/zh": "续写下文：\n{text}",
 }
-KINDS = ("translate", "math", "sentiment", "chat")
+KINDS = ("translate", "math", "sentiment", "chat", "continue")
+SENTENCE = re.compile(r"[^。？！；.?!;]+[。？！；.?!;]*")
 
 
 def is_mixture(path):
@@ -98,6 +104,10 @@ def conversations_of(source, folder, where):
         return [c[:-1] + [{"role": "assistant",
                            "content": re.sub(r"<<[^>]*>>", "", c[-1]["content"])}]
                 for c in read_conversations(path)]
+    if kind == "continue":
+        prompt = PROMPTS["continue/" + language_of(source, where)]
+        return [turn(prompt.format(text=head), tail)
+                for head, tail in continuation_pairs(read_pieces(path))]
     if kind == "translate":
         direction = source.get("direction", "en-zh")
         if direction not in ("en-zh", "zh-en"):
@@ -110,7 +120,7 @@ def conversations_of(source, folder, where):
                          "label id, e.g. [\"negative\", \"positive\"]")
     names = {str(i): name for i, name in enumerate(labels)} if isinstance(labels, list) \
         else {str(k): v for k, v in labels.items()}
-    prompt = PROMPTS["sentiment/" + source.get("language", "en")]
+    prompt = PROMPTS["sentiment/" + language_of(source, where)]
     conversations = []
     for example in read_examples(path):
         if example.label not in names:
@@ -118,6 +128,45 @@ def conversations_of(source, folder, where):
                              f"{where}'s \"labels\"")
         conversations.append(turn(prompt.format(text=example.text), names[example.label]))
     return conversations
+
+
+def language_of(source, where):
+    language = source.get("language", "en")
+    if language not in ("en", "zh"):
+        raise ValueError(f"{where}: language {language!r}: use en or zh")
+    return language
+
+
+def read_pieces(path):
+    """The non-empty lines of a text file, or the "text" fields of a JSONL file."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    if not str(path).endswith(".jsonl"):
+        return [line for line in lines if line]
+    pieces = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            pieces.append(str(json.loads(line)["text"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{path}:{number}: not a JSON object with a \"text\" field: "
+                             "fix the line") from None
+    return pieces
+
+
+def continuation_pairs(pieces):
+    """(first half of the sentences, the rest) of each piece with two sentences or more:
+    a quatrain's first couplet and its second, a regulated verse's first four lines and
+    its last four."""
+    pairs = []
+    for piece in pieces:
+        sentences = SENTENCE.findall(piece)
+        if len(sentences) >= 2:
+            half = len(sentences) // 2
+            pairs.append(("".join(sentences[:half]).strip(),
+                          "".join(sentences[half:]).strip()))
+    return pairs
 
 
 def turn(user, assistant):
