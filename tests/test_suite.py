@@ -31,6 +31,16 @@ def test_continuations_are_cut_to_the_reference_clauses_and_scored_by_sacrebleu(
     assert sacrebleu.corpus_chrf(["更上一層樓。"], [["更上一層樓。"]]).score == 100.0
 
 
+def test_rows_score_a_seeded_choice_of_a_sorted_file_in_its_order():
+    from tfllm.suite import chosen
+
+    rows = [("1", i) for i in range(50)] + [("0", i) for i in range(50)]  # sorted by label
+    picked = chosen(rows, 20)
+    assert picked == chosen(rows, 20) and picked == sorted(picked, key=rows.index)
+    assert {label for label, _ in picked} == {"0", "1"}  # not the first 20 (all "1")
+    assert chosen(rows[:5], 20) == rows[:5]
+
+
 def test_f1_agrees_with_scikit_learn():
     from sklearn.metrics import f1_score
 

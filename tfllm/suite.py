@@ -15,7 +15,7 @@ A chat model answers an instruction (the prompts of tfllm.tasks.sft.mixture, so 
 fine-tuned on such a mixture is asked as it learnt) greedily; a translator translates its
 own direction. A plain language model continues a piece as it is; a chat model is asked
 to. Each row reads a file or a dataset name (`--suite-data ROW=SPEC`) and scores
-its first `--suite-size` examples.
+`--suite-size` of its examples (a seeded choice, the same for every model).
 """
 
 import json
@@ -73,8 +73,8 @@ class ChatAnswers:
         # The prompt adds EOS, <|user|>, <|end|> and <|assistant|> around the message.
         fits = [n + 4 <= self.context_length - max_new_tokens
                 for n in self._lengths(messages)]
-        chosen = [m for m, ok in zip(messages, fits) if ok]
-        replies = iter(self._answer(chosen, max_new_tokens, batch_size))
+        fitting = [m for m, ok in zip(messages, fits) if ok]
+        replies = iter(self._answer(fitting, max_new_tokens, batch_size))
         return [next(replies) if ok else "" for ok in fits]
 
     def _answer(self, messages, max_new_tokens, batch_size):
@@ -100,6 +100,16 @@ class ChatAnswers:
                                        stop_token_ids=[self.tokens.end_id,
                                                        self.tokenizer.eos_id])
         return out
+
+
+def chosen(items, size):
+    """`size` of `items` in their order: all when there are no more, else a seeded random
+    choice (data files are often sorted, by label or by length, so the first ones would
+    not do); every model is scored on the same ones."""
+    if len(items) <= size:
+        return list(items)
+    keep = np.sort(np.random.default_rng(0).choice(len(items), size, replace=False))
+    return [items[i] for i in keep]
 
 
 def final_number(text):
@@ -162,12 +172,12 @@ def row_translate(model_path, task, data, size, answers):
 
         saved = os.path.exists(os.path.join(model_path, "saved_model.pb"))
         reverse = bool(recorded_options(model_path).get("reverse"))
-        pairs = read_pairs(data, reverse)[:size]
+        pairs = chosen(read_pairs(data, reverse), size)
         translate = SavedTranslator(model_path) if saved else \
             Translator(*load_seq2seq_run(model_path))
         hypotheses = translate([s for s, _ in pairs])
     else:
-        pairs = read_pairs(data)[:size]
+        pairs = chosen(read_pairs(data), size)
         hypotheses = answers([PROMPTS["en-zh"].format(text=s) for s, _ in pairs],
                              MAX_NEW_TOKENS["translate"])
     scores = translation_scores(hypotheses, [t for _, t in pairs])
@@ -179,7 +189,7 @@ def row_translate(model_path, task, data, size, answers):
 def row_math(data, size, answers):
     from tfllm.tasks.sft.data import read_conversations
 
-    conversations = read_conversations(data)[:size]
+    conversations = chosen(read_conversations(data), size)
     questions = [c[0]["content"] for c in conversations]
     references = [final_number(c[-1]["content"]) for c in conversations]
     replies = answers(questions, MAX_NEW_TOKENS["math"])
@@ -194,7 +204,7 @@ def row_sentiment(data, size, answers, language):
     from tfllm.tasks.sft.mixture import PROMPTS
 
     words = SENTIMENT_WORDS[language]
-    examples = [e for e in read_examples(data) if e.label in ("0", "1")][:size]
+    examples = chosen([e for e in read_examples(data) if e.label in ("0", "1")], size)
     replies = answers([PROMPTS["sentiment/" + language].format(text=e.text)
                        for e in examples], MAX_NEW_TOKENS["sentiment"])
     y_true = [int(e.label) for e in examples]
@@ -213,7 +223,7 @@ def row_chat(model_path, data, size):
     from tfllm.training.run_dir import load_run
 
     model, tokenizer, config = load_run(model_path)
-    result = evaluate_sft(model, tokenizer, read_conversations(data)[:size],
+    result = evaluate_sft(model, tokenizer, chosen(read_conversations(data), size),
                           context_length=config.context_length)
     samples = [{"input": s["prompt"], "reference": s["reference"], "output": s["reply"]}
                for s in result["samples"][:SAMPLES]]
@@ -235,7 +245,7 @@ def row_continue(model_path, data, size, answers, language):
     from tfllm.evaluation import load_for_evaluation
     from tfllm.tasks.sft.mixture import PROMPTS, continuation_pairs, read_pieces
 
-    pairs = continuation_pairs(read_pieces(data))[:size]
+    pairs = chosen(continuation_pairs(read_pieces(data)), size)
     heads = [head for head, _ in pairs]
     if answers is not None:
         outputs = answers([PROMPTS["continue/" + language].format(text=h) for h in heads],
@@ -245,9 +255,9 @@ def row_continue(model_path, data, size, answers, language):
         new_tokens = min(MAX_NEW_TOKENS["continue"], model.context_length // 2)
         lengths = model.tokenize(heads).row_lengths().numpy() if heads else []
         fits = [n + 1 + new_tokens <= model.context_length for n in lengths]  # + EOS
-        chosen = [h for h, ok in zip(heads, fits) if ok]
-        continued = iter([out for i in range(0, len(chosen), 16)
-                          for out in model.generate(chosen[i:i + 16], new_tokens)])
+        fitting = [h for h, ok in zip(heads, fits) if ok]
+        continued = iter([out for i in range(0, len(fitting), 16)
+                          for out in model.generate(fitting[i:i + 16], new_tokens)])
         outputs = [next(continued) if ok else "" for ok in fits]
     cut = ["".join(clauses(out.split("\n")[0].strip())[:len(clauses(tail))]) or
            out.split("\n")[0].strip() for out, (_, tail) in zip(outputs, pairs)]
