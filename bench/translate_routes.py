@@ -79,7 +79,10 @@ def main():
     out = os.path.abspath(args.out)
     walls = os.path.join(out, "walls.json")
     # Rerun with the same --out, a finished stage is kept (its time too).
-    done = json.load(open(walls, encoding="utf-8")) if os.path.exists(walls) else {}
+    done = {}
+    if os.path.exists(walls):
+        with open(walls, encoding="utf-8") as f:
+            done = json.load(f)
     common = ["--no-export", "--eval-every", 250, "--checkpoint-every", 1000]
     scratch = ["--vocab-size", args.vocab_size, *common]  # --init runs take the vocabulary
 

@@ -73,9 +73,9 @@ class ChatAnswers:
         # The prompt adds EOS, <|user|>, <|end|> and <|assistant|> around the message.
         fits = [n + 4 <= self.context_length - max_new_tokens
                 for n in self._lengths(messages)]
-        fitting = [m for m, ok in zip(messages, fits) if ok]
-        replies = iter(self._answer(fitting, max_new_tokens, batch_size))
-        return [next(replies) if ok else "" for ok in fits]
+        return answered_where_fits(messages, fits,
+                                   lambda fitting: self._answer(fitting, max_new_tokens,
+                                                                batch_size))
 
     def _answer(self, messages, max_new_tokens, batch_size):
         from tfllm.chat_format import render_ids
@@ -100,6 +100,13 @@ class ChatAnswers:
                                        stop_token_ids=[self.tokens.end_id,
                                                        self.tokenizer.eos_id])
         return out
+
+
+def answered_where_fits(items, fits, answer):
+    """`answer(items that fit)` (a list, in order) put back in place, with the empty
+    output (scored as wrong) for each item that does not fit."""
+    outputs = iter(answer([item for item, ok in zip(items, fits) if ok]))
+    return [next(outputs) if ok else "" for ok in fits]
 
 
 def chosen(items, size):
@@ -151,10 +158,9 @@ def suite_texts(model_paths, tasks, spec):
     return None, None
 
 
-def row_text(model_path, texts):
-    from tfllm.evaluation import load_for_evaluation, score_texts
+def row_text(model, texts):
+    from tfllm.evaluation import score_texts
 
-    model = load_for_evaluation(model_path)
     metrics = score_texts(model, texts, model.context_length)
     return {"bits_per_byte": metrics["bits_per_byte"], "loss": metrics["loss"],
             "tokens": metrics["tokens"]}, []
@@ -236,13 +242,20 @@ def clauses(text):
     return CLAUSE.findall(text)
 
 
-def row_continue(model_path, data, size, answers, language):
-    """The continuation of each piece's first half, cut to as many clauses as the real
-    second half has: chrF against it (sacrebleu), and the share whose clause lengths are
-    the real ones (for verse: the form, 5 or 7 characters a line)."""
+def cut_continuation(output, reference):
+    """The first line of `output`, cut to as many clauses as `reference` has (the whole
+    line when it has no clause)."""
+    line = output.split("\n")[0].strip()
+    return "".join(clauses(line)[:len(clauses(reference))]) or line
+
+
+def row_continue(model, data, size, answers, language):
+    """The continuation of each piece's first half (by `answers` to the instruction, or
+    by the language model `model` itself), cut to as many clauses as the real second half
+    has: chrF against it (sacrebleu), and the share whose clause lengths are the real
+    ones (for verse: the form, 5 or 7 characters a line)."""
     import sacrebleu
 
-    from tfllm.evaluation import load_for_evaluation
     from tfllm.tasks.sft.mixture import PROMPTS, continuation_pairs, read_pieces
 
     pairs = chosen(continuation_pairs(read_pieces(data)), size)
@@ -251,17 +264,14 @@ def row_continue(model_path, data, size, answers, language):
         outputs = answers([PROMPTS["continue/" + language].format(text=h) for h in heads],
                           MAX_NEW_TOKENS["continue"])
     else:  # a piece whose first half leaves no room to continue gets the empty output
-        model = load_for_evaluation(model_path)
         new_tokens = min(MAX_NEW_TOKENS["continue"], model.context_length // 2)
         lengths = model.tokenize(heads).row_lengths().numpy() if heads else []
         fits = [n + 1 + new_tokens <= model.context_length for n in lengths]  # + EOS
-        fitting = [h for h, ok in zip(heads, fits) if ok]
-        continued = iter([out for i in range(0, len(fitting), 16)
-                          for out in model.generate(fitting[i:i + 16], new_tokens)])
-        outputs = [next(continued) if ok else "" for ok in fits]
-    cut = ["".join(clauses(out.split("\n")[0].strip())[:len(clauses(tail))]) or
-           out.split("\n")[0].strip() for out, (_, tail) in zip(outputs, pairs)]
+        outputs = answered_where_fits(heads, fits, lambda fitting: [
+            out for i in range(0, len(fitting), 16)
+            for out in model.generate(fitting[i:i + 16], new_tokens)])
     references = [tail for _, tail in pairs]
+    cut = [cut_continuation(out, tail) for out, tail in zip(outputs, references)]
     form = [[len(c) for c in clauses(o)] == [len(c) for c in clauses(r)]
             for o, r in zip(cut, references)]
     samples = [{"input": h, "reference": r, "output": o}
@@ -325,7 +335,7 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", language="en",
               log=print, rows=""):
     """Score every model on every row that applies (of `rows`, comma-separated; all when
     empty); write report.json, report.md and suite.png into `out`; returns the report."""
-    chosen = chosen_rows(rows)
+    selected = chosen_rows(rows)
     if size < 1:
         raise ValueError(f"--suite-size must be 1 or more, got {size}")
     if language not in SENTIMENT_WORDS:
@@ -333,7 +343,7 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", language="en",
     tasks = [task_of(path) for path in model_paths]  # refuse unknown paths first
     wanted = parse_suite_data(data_specs, language)
     needed = {row for row in ROWS for path, task in zip(model_paths, tasks)
-              if row in chosen and
+              if row in selected and
               applicable(row, task, path, task.generates and has_chat_markers(path))}
     texts, text_source = (suite_texts(model_paths, tasks, wanted.get("text"))
                           if "text" in needed else (None, None))
@@ -346,15 +356,20 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", language="en",
         data["text"] = text_source
     report = {"models": list(model_paths), "data": data, "size": size, "rows": {},
               "samples": {}}
+    from tfllm.evaluation import load_for_evaluation
+
     for path, task in zip(model_paths, tasks):
         chat = task.generates and has_chat_markers(path)
         answers = ChatAnswers(path) if chat else None
+        # The model as evaluate.py scores it, loaded once for the rows that read it.
+        scored = (load_for_evaluation(path) if task.name in ("lm", "sft") and
+                  needed & {"text", "continue"} else None)
         for row in ROWS:
             if row not in needed or not applicable(row, task, path, chat):
                 continue
             log(f"{path}: {row}")
             if row == "text":
-                metrics, samples = row_text(path, texts)
+                metrics, samples = row_text(scored, texts)
             elif row == "translate":
                 metrics, samples = row_translate(path, task, data[row], size, answers)
             elif row == "math":
@@ -365,7 +380,7 @@ def run_suite(model_paths, data_specs=(), size=100, out=".", language="en",
                 metrics, samples = row_chat(path, data[row], size)
             else:
                 # A chat model is asked to continue; a plain language model just does.
-                metrics, samples = row_continue(path, data[row], size,
+                metrics, samples = row_continue(scored, data[row], size,
                                                 answers if task.chats else None, language)
             report["rows"].setdefault(row, {})[path] = metrics
             report["samples"].setdefault(row, {})[path] = samples
