@@ -183,12 +183,14 @@ class Generator:
     def __init__(self, model, tokenizer, context_length, jit_compile=True, bucket=32):
         self.model, self.tokenizer = model, tokenizer
         self.context_length, self.bucket = context_length, bucket
-        self._loop = tf.function(self._loop_fn, jit_compile=jit_compile)
+        # AutoGraph off: the loops are tf.while_loop already, and converting the source
+        # of everything the model calls cost more than tracing it.
+        self._loop = tf.function(self._loop_fn, jit_compile=jit_compile, autograph=False)
         self._prefill = tf.function(
             lambda prompt, max_new: prefill(model, prompt, max_new, tokenizer.pad_id),
-            jit_compile=jit_compile)
+            jit_compile=jit_compile, autograph=False)
         self._step = tf.function(
-            lambda *args: decode_step(model, *args), jit_compile=jit_compile)
+            lambda *args: decode_step(model, *args), jit_compile=jit_compile, autograph=False)
 
     def _loop_fn(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_ids):
         return decode(self.model, prompt, max_new_tokens, context_length=self.context_length,

@@ -40,6 +40,7 @@ import tensorflow as tf
 from tfllm.chat_format import ROLES, ChatTokens, render_prompt
 from tfllm.chat_json import check_roles, parse_conversation
 from tfllm.generation import encode_prompts, generate_ids
+from tfllm.savedmodel.archive import serving_function, write_archive
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
 from tfllm.savedmodel.warmup import predict_log, write_warmup
 from tfllm.training.run_dir import CHECKPOINTS, CONFIG, load_run, train_options
@@ -185,15 +186,23 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
     d["max_new_tokens"] = tf.constant(
         max_new_tokens or default_max_new_tokens(context), tf.int32)
 
+    prompts = tf.TensorSpec([None], tf.string, name="prompts")
+    params = [tf.TensorSpec(None, _PARAM_DTYPES[k], name=k)
+              for k in ("max_new_tokens", *GENERATION_DEFAULTS)]
+    # One decoding graph for both signatures that generate from prompts (traced once).
+    generate = tf.function(
+        lambda *args: _generate(model, tokenizer, context, *args),
+        input_signature=[prompts, *params], jit_compile=False, autograph=False)
+
     def serving_default(prompts, max_new_tokens=d["max_new_tokens"],
                         temperature=d["temperature"], top_k=d["top_k"], top_p=d["top_p"],
                         seed=d["seed"]):
-        return {"outputs": _generate(model, tokenizer, context, prompts, max_new_tokens,
-                                     temperature, top_k, top_p, seed)}
+        return {"outputs": generate(prompts, max_new_tokens, temperature, top_k, top_p,
+                                    seed)}
 
     def greedy(prompts, max_new_tokens=d["max_new_tokens"]):
-        return {"outputs": _generate(model, tokenizer, context, prompts, max_new_tokens,
-                                     *(d[k] for k in GENERATION_DEFAULTS))}
+        return {"outputs": generate(prompts, max_new_tokens,
+                                    *(d[k] for k in GENERATION_DEFAULTS))}
 
     def chat(conversations, max_new_tokens=d["max_new_tokens"], temperature=d["temperature"],
              top_k=d["top_k"], top_p=d["top_p"], seed=d["seed"]):
@@ -219,9 +228,6 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
             token_ids = tf.identity(token_ids)
         return {"logits": tf.cast(model(token_ids, training=False), tf.float32)}
 
-    prompts = tf.TensorSpec([None], tf.string, name="prompts")
-    params = [tf.TensorSpec(None, _PARAM_DTYPES[k], name=k)
-              for k in ("max_new_tokens", *GENERATION_DEFAULTS)]
     texts = tf.TensorSpec([None], tf.string, name="texts")
     conversations = tf.TensorSpec([None], tf.string, name="conversations")
     endpoints = [
@@ -236,7 +242,7 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
     for name, fn, signature in endpoints:
         if name == "chat" and chat_tokens is None:
             continue
-        archive.add_endpoint(name, tf.function(fn, jit_compile=False), signature)
+        archive.add_endpoint(name, serving_function(fn), signature)
     return archive
 
 
@@ -282,8 +288,7 @@ def export_model(model, tokenizer, config, model_dir, version=None, train_option
     max_new_tokens = max_new_tokens or default_max_new_tokens(config.context_length)
 
     def write(staging):
-        build_archive(model, tokenizer, config, max_new_tokens).write_out(
-            staging, verbose=False)
+        write_archive(build_archive(model, tokenizer, config, max_new_tokens), staging)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         write_warmup(os.path.join(staging, WARMUP), warmup_requests(
             os.path.basename(os.path.normpath(model_dir)),

@@ -18,6 +18,7 @@ import os
 import keras
 import tensorflow as tf
 
+from tfllm.savedmodel.archive import serving_function, write_archive
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
 from tfllm.savedmodel.warmup import predict_log, write_warmup
 from tfllm.data.rows import encode_texts
@@ -40,7 +41,7 @@ def build_archive(model, tokenizer, labels, seq_len):
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "labels": tf.gather(vocabulary, best)}
 
-    archive.add_endpoint("serving_default", tf.function(serving_default, jit_compile=False),
+    archive.add_endpoint("serving_default", serving_function(serving_default),
                          [tf.TensorSpec([None], tf.string, name="texts")])
     return archive
 
@@ -50,8 +51,7 @@ def export_classifier(model, tokenizer, config, info, model_dir, version=None,
     """Write a new version of the classifier under `model_dir`; returns its path."""
 
     def write(staging):
-        build_archive(model, tokenizer, info.labels, info.seq_len).write_out(
-            staging, verbose=False)
+        write_archive(build_archive(model, tokenizer, info.labels, info.seq_len), staging)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         write_warmup(os.path.join(staging, WARMUP), [predict_log(
             os.path.basename(os.path.normpath(model_dir)), "serving_default",

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.atomic import write_json
+from tfllm.savedmodel.archive import serving_function, write_archive
 from tfllm.savedmodel.publish import METADATA, WARMUP, publish_version, version_path
 from tfllm.savedmodel.warmup import predict_log, write_warmup
 from tfllm.tasks.seq2seq.model import load_seq2seq_run, translate_graph
@@ -30,7 +31,7 @@ def build_archive(model, tokenizer, config):
     def serving_default(sources):
         return {"targets": translate_graph(model, tokenizer, config, sources)}
 
-    archive.add_endpoint("serving_default", tf.function(serving_default, jit_compile=False),
+    archive.add_endpoint("serving_default", serving_function(serving_default),
                          [tf.TensorSpec([None], tf.string, name="sources")])
     return archive
 
@@ -39,7 +40,7 @@ def export_seq2seq(model, tokenizer, config, model_dir, version=None, train_opti
     """Write a new version of the seq2seq model under `model_dir`; returns its path."""
 
     def write(staging):
-        build_archive(model, tokenizer, config).write_out(staging, verbose=False)
+        write_archive(build_archive(model, tokenizer, config), staging)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         write_warmup(os.path.join(staging, WARMUP), [predict_log(
             os.path.basename(os.path.normpath(model_dir)), "serving_default",
