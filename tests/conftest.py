@@ -116,9 +116,18 @@ LONG_FIRST = ("tests/test_backends.py", "tests/training/test_resume.py",
               "tests/seq2seq/test_seq2seq_task.py", "tests/test_hf_export.py")
 
 
-def xdist_group_of(item):
+# Tests that are each a group of their own (no shared fixtures, and each long).
+OWN_GROUP = ("tests/test_backends.py",)
+
+
+def file_group_of(item):
     path = item.nodeid.split("::")[0]
     return "tests/serve" if path.startswith("tests/serve/") else path
+
+
+def xdist_group_of(item):
+    group = file_group_of(item)
+    return item.nodeid if group in OWN_GROUP else group
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
@@ -126,4 +135,4 @@ def pytest_collection_modifyitems(config, items):
     rank = {group: i for i, group in enumerate(LONG_FIRST)}
     for item in items:
         item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))
-    items.sort(key=lambda item: rank.get(xdist_group_of(item), len(rank)))
+    items.sort(key=lambda item: rank.get(file_group_of(item), len(rank)))

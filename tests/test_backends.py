@@ -13,10 +13,11 @@ import sys
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUITES = ["tests/layers", "tests/models"]
 
 
-def test_layers_and_models_pass_on_jax():
+# One test per folder: with `-n 2` the two reruns can go to different workers.
+@pytest.mark.parametrize("suite", ["tests/layers", "tests/models"])
+def test_layers_and_models_pass_on_jax(suite):
     if importlib.util.find_spec("jax") is None:
         pytest.skip("JAX IS NOT INSTALLED: the layer and model tests were NOT run on the "
                     "JAX backend, so backend-agnosticism is unchecked "
@@ -32,7 +33,7 @@ def test_layers_and_models_pass_on_jax():
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     # --disable-warnings only hides the warnings summary, so the failures end the output.
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "--tb=short", "--disable-warnings", *SUITES]
+               "--tb=short", "--disable-warnings", suite]
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=900)
     output = result.stdout + result.stderr
