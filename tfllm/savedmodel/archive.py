@@ -18,9 +18,11 @@ import tensorflow as tf
 from tensorflow.python.saved_model import save_context
 
 
-def serving_function(fn):
-    """`fn` as an archive endpoint: a graph function, not XLA, not AutoGraph-converted."""
-    return tf.function(fn, jit_compile=False, autograph=False)
+def serving_function(fn, input_signature=None):
+    """`fn` as a serving graph (an archive endpoint, or a graph endpoints share): a graph
+    function, not XLA, not AutoGraph-converted."""
+    return tf.function(fn, input_signature=input_signature, jit_compile=False,
+                       autograph=False)
 
 
 def write_archive(archive, path):

@@ -190,9 +190,8 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
     params = [tf.TensorSpec(None, _PARAM_DTYPES[k], name=k)
               for k in ("max_new_tokens", *GENERATION_DEFAULTS)]
     # One decoding graph for both signatures that generate from prompts (traced once).
-    generate = tf.function(
-        lambda *args: _generate(model, tokenizer, context, *args),
-        input_signature=[prompts, *params], jit_compile=False, autograph=False)
+    generate = serving_function(lambda *args: _generate(model, tokenizer, context, *args),
+                                input_signature=[prompts, *params])
 
     def serving_default(prompts, max_new_tokens=d["max_new_tokens"],
                         temperature=d["temperature"], top_k=d["top_k"], top_p=d["top_p"],
