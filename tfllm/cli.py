@@ -1,9 +1,17 @@
 """What every tfllm command line shares: a quiet TensorFlow start and one-line errors."""
 
+import contextlib
 import os
 import sys
 
 from tfllm.quiet import quiet_stderr
+
+# Packages TensorFlow and Keras import at start-up, each behind a `try: import ...
+# except ImportError`, for features tfllm's commands never use: jax (tf.lite's JAX
+# converter), scikit-learn (Keras' sklearn wrappers), IPython (Keras' notebook file
+# editor), matplotlib (Keras' image gallery). Together about 2-3 s of every command's
+# start on 2 cores; tfllm imports scikit-learn and matplotlib itself where it uses them.
+UNUSED_AT_START = ("jax", "sklearn", "IPython", "matplotlib")
 
 USER_ERRORS = (ValueError, FileNotFoundError)
 
@@ -19,11 +27,29 @@ def import_tensorflow_quietly():
     """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_stderr():
+    on_jax = os.environ["KERAS_BACKEND"] == "jax"  # then Keras itself needs jax
+    unused = [name for name in UNUSED_AT_START if not (on_jax and name == "jax")]
+    with quiet_stderr(), held_back(unused):
         import tensorflow as tf
         import tensorflow_text  # noqa: F401
 
         tf.config.list_logical_devices()  # the CUDA probe logs here, not at the first op
+
+
+@contextlib.contextmanager
+def held_back(names):
+    """Imports of `names` fail inside the block (a None in sys.modules is how Python says
+    "not importable"); afterwards they import as usual. Packages already imported are left
+    alone."""
+    held = [name for name in names if name not in sys.modules]
+    for name in held:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in held:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 def exit_code(run):

@@ -32,7 +32,7 @@ class RunModel:
         self.train_options = _read_json(os.path.join(run_dir, "train_config.json"))
         self._generator = Generator(self.model, self.tokenizer, self.context_length)
         self._logits = tf.function(lambda ids: self.model(ids, training=False),
-                                   jit_compile=False)
+                                   jit_compile=False, autograph=False)
 
     def tokenize(self, texts):
         return self.tokenizer.tokenize(tf.constant(texts))

@@ -556,9 +556,11 @@ class GPT2Tokenizer(Tokenizer):
     def _tokenize(self, texts):
         return self._tokenize_graph(texts)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    # A tf.function: traced once, so eager calls do not rebuild the merge loop each time.
+    # AutoGraph off: converting this code took longer than tracing it (keras-hub's merge
+    # step, which branches on tensors, is a tf.function of its own and converts itself).
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
     def _tokenize_graph(self, texts):
-        # A tf.function: traced once, so eager calls do not rebuild the merge loop each time.
         words = self._pre_tokenize(texts)  # (batch, words) strings
         unique, index = tf.unique(words.flat_values)
         is_eos = tf.equal(unique, GPT2_EOS)

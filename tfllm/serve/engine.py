@@ -106,7 +106,7 @@ class RunEngine(Worker):
         self._step = tf.function(lambda *args: decode_step(model, *args),
                                  input_signature=[row, caches, ids, scalar, row, scalar],
                                  autograph=False)
-        self._sample = tf.function(sample_tokens, reduce_retracing=True)
+        self._sample = tf.function(sample_tokens, reduce_retracing=True, autograph=False)
 
     # --- requests -> jobs (called from the web side; raise ValueError for a 400) ---------
 

@@ -89,7 +89,8 @@ class Classifier:
             lambda texts: tf.nn.softmax(tf.cast(self.model(
                 encode_texts(self.tokenizer, texts, info.seq_len), training=False),
                 tf.float32)),
-            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False)
+            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False,
+            autograph=False)
 
     def predict_proba(self, texts, batch_size=64):
         """float32 `(len(texts), num_classes)`."""

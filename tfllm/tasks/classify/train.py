@@ -342,7 +342,7 @@ def _predict_fn(model):
     if not hasattr(model, "_tfllm_predict"):
         # One trace for every batch width (batches are cut to their longest text).
         model._tfllm_predict = tf.function(
-            lambda ids: model(ids, training=False), jit_compile=False,
+            lambda ids: model(ids, training=False), jit_compile=False, autograph=False,
             input_signature=[tf.TensorSpec([None, None], tf.int32)])
     return model._tfllm_predict
 

@@ -155,7 +155,7 @@ def check_workers_agree(strategy, step, data_fingerprint):
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
 
-    @tf.function
+    @tf.function(autograph=False)
     def gather():
         mine = tf.constant([[step, data_fingerprint]], tf.int64)
         return strategy.gather(strategy.run(lambda: mine), axis=0)

@@ -42,7 +42,8 @@ class Translator:
     def __init__(self, model, tokenizer, config):
         self._translate = tf.function(
             lambda sources: translate_graph(model, tokenizer, config, sources),
-            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False)
+            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False,
+            autograph=False)
 
     def __call__(self, texts, batch_size=64):
         """The translation of each text (a list of strings)."""

@@ -25,7 +25,7 @@ def assistant_loss(model, inputs, targets, pad_id, batch_size=32, jit_compile=Fa
     """(mean cross-entropy in nats, count) over the targets that are not `pad_id`: with
     SFT rows, the assistant's tokens and their end-of-turn."""
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=jit_compile, autograph=False)
     def sums(x, y):
         return token_losses(model(x, training=False), y, pad_id)
 
@@ -71,7 +71,7 @@ def generate_replies(model, prompts, max_new_tokens, *, context_length, pad_id, 
     batch_size = min(batch_size, len(prompts))
     run = tf.function(lambda prompt: decode(
         model, prompt, max_new_tokens, context_length=context_length, stop_ids=[stop_id],
-        pad_id=pad_id), jit_compile=jit_compile)
+        pad_id=pad_id), jit_compile=jit_compile, autograph=False)
     replies = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
