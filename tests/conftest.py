@@ -4,6 +4,17 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Under pytest-xdist the cores are split among the workers: each worker, and every process
+# it starts, runs TensorFlow on its share. On CI's 2 cores with `-n 2` that is one thread
+# each; two workers' thread pools contending for two cores cost more than they gained (a
+# mirrored test took 147 s in the suite and 37 s alone).
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = {}
+if _workers > 1:
+    _share = str(max(1, (os.cpu_count() or 1) // _workers))
+    THREADS = {"TF_NUM_INTRAOP_THREADS": _share, "TF_NUM_INTEROP_THREADS": _share}
+    os.environ.update({k: v for k, v in THREADS.items() if k not in os.environ})
+
 import fcntl
 import shutil
 import subprocess

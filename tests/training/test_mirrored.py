@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, THREADS
 
 SCRIPT = """
 import json, os
@@ -32,7 +32,7 @@ print("RESULT " + json.dumps(runs))
 def test_mirrored_on_two_devices_matches_the_default_strategy_at_every_step():
     env_path = f"{ROOT}:{ROOT / 'tests' / 'training'}"
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                            timeout=400, env={"PYTHONPATH": env_path,
+                            timeout=400, env={**THREADS, "PYTHONPATH": env_path,
                                               "TF_CPP_MIN_LOG_LEVEL": "2",
                                               "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -76,14 +76,15 @@ def test_a_model_trained_under_mirrored_exports_and_loads_the_same_way(tmp_path,
     result = subprocess.run(
         [sys.executable, "-c", TRAIN_MIRRORED, "--data", str(corpus_file), "--name", "m",
          "--strategy", "mirrored", *flags], cwd=tmp_path, capture_output=True, text=True,
-        timeout=400, env={"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
+        timeout=400, env={**THREADS, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
                           "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s)" in result.stdout
     saved_model = tmp_path / "saved_models" / "m" / "1"
     loaded = subprocess.run([sys.executable, "-c", LOAD_AND_GENERATE, str(saved_model)],
                             capture_output=True, text=True, timeout=300, cwd="/",
-                            env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+                            env={**THREADS, "TF_CPP_MIN_LOG_LEVEL": "2",
+                                 "PATH": "/usr/bin:/bin"})
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     served = json.loads([r for r in loaded.stdout.splitlines() if r.startswith("RESULT ")][-1][7:])
 
