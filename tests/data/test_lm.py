@@ -294,11 +294,15 @@ def test_lm_dataset_training_batches_are_full_and_in_order():
 def test_lm_dataset_evaluation_covers_every_window():
     ids = token_stream(203)  # 202 targets: 25 full windows and a padded one
     ds = lm_dataset(ids, 8, 5, training=False, what="validation")
-    assert ds.element_spec[0].shape.as_list() == [None, 8]
+    # One batch shape (one trace and compile of the eval step): the last is filled with
+    # rows of padding.
+    assert ds.element_spec[0].shape.as_list() == [5, 8]
     got = batches(ds)
-    assert [len(x) for x, _ in got] == [5, 5, 5, 5, 5, 1]
+    assert [len(x) for x, _ in got] == [5] * 6
     wx, wy = window_arrays(ids, 8, pad_tail=True)
-    np.testing.assert_array_equal(np.concatenate([x for x, _ in got]), wx)
+    inputs = np.concatenate([x for x, _ in got])
+    np.testing.assert_array_equal(inputs[:len(wx)], wx)
+    assert np.all(inputs[len(wx):] == PAD_ID)
     targets = np.concatenate([y for _, y in got]).ravel()
     np.testing.assert_array_equal(targets[targets != PAD_ID], ids[1:])
 
@@ -306,7 +310,8 @@ def test_lm_dataset_evaluation_covers_every_window():
 def test_lm_dataset_evaluation_smaller_than_one_batch():
     ids = token_stream(12)
     got = batches(lm_dataset(ids, 8, 64, training=False))
-    assert len(got) == 1 and got[0][0].shape == (2, 8)
+    assert len(got) == 1 and got[0][0].shape == (64, 8)
+    assert np.all(got[0][1][2:] == PAD_ID)  # 2 windows, 62 rows of padding
 
 
 def window_order(ds):

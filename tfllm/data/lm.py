@@ -77,7 +77,7 @@ def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
     """A tf.data pipeline of `(inputs, targets)` int32 batches `(batch, seq_len)`.
 
     Training batches are full (shuffled, repeated as asked); evaluation batches cover
-    every token, the last window padded. With `random_offsets` (training only) the
+    every token, the last window padded, and the last batch filled with padding rows. With `random_offsets` (training only) the
     windows start anywhere in the stream instead (as nanoGPT draws them), batch `i`
     a pure function of `(seed, i)`: the stream never repeats a fixed cut of the text, and
     skipping to batch `i` needs nothing but `i`. Without `repeat` it then stops after as
@@ -94,12 +94,17 @@ def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
     if random_offsets and training:
         ds = _random_window_batches(ids, seq_len, batch_size, seed)
         return (ds if repeat else ds.take(len(x) // batch_size)).prefetch(tf.data.AUTOTUNE)
+    if not training:
+        # Whole batches only: a short last batch is a second shape, so a second trace and
+        # XLA compile of the eval step. Rows of padding add nothing to the loss or count.
+        filler = np.full((-len(x) % batch_size, seq_len), pad_id, x.dtype)
+        x, y = np.concatenate([x, filler]), np.concatenate([y, filler])
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    return ds.batch(batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
 def _random_window_batches(ids, seq_len, batch_size, seed):
