@@ -77,7 +77,8 @@ def lm_dataset(ids, seq_len, batch_size, *, shuffle=False, seed=0, repeat=False,
     """A tf.data pipeline of `(inputs, targets)` int32 batches `(batch, seq_len)`.
 
     Training batches are full (shuffled, repeated as asked); evaluation batches cover
-    every token, the last window padded, and the last batch filled with padding rows. With `random_offsets` (training only) the
+    every token, the last window padded and the last batch filled with rows of padding.
+    With `random_offsets` (training only) the
     windows start anywhere in the stream instead (as nanoGPT draws them), batch `i`
     a pure function of `(seed, i)`: the stream never repeats a fixed cut of the text, and
     skipping to batch `i` needs nothing but `i`. Without `repeat` it then stops after as
