@@ -112,3 +112,17 @@ def test_every_import_of_tfllm_names_a_module_that_exists():
             if target.split(".")[0] == "tfllm" and target not in names:
                 missing.append(f"{module} imports {target}")
     assert missing == []
+
+
+def test_graph_functions_are_made_in_one_place():
+    """Every TensorFlow graph function of tfllm comes from `tfllm.graph_function` (AutoGraph
+    off): a bare `tf.function` would convert the source of everything it calls again."""
+    found = []
+    for module, path in module_names().items():
+        if module == "tfllm.graph_function":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and node.attr == "function"
+                    and isinstance(node.value, ast.Name) and node.value.id == "tf"):
+                found.append(f"{module}:{node.lineno}")
+    assert found == []

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfllm.atomic import write_json
 from tfllm.data import default_corpus, read_texts, scored_bytes, split_texts, window_arrays
+from tfllm.graph_function import graph_function
 from tfllm.quiet import quiet_stderr
 from tfllm.tokenizers import EOS_ID, PAD_ID  # defaults for exports without tokenizer ids
 
@@ -31,8 +32,8 @@ class RunModel:
         self.eos_id, self.pad_id = self.tokenizer.eos_id, self.tokenizer.pad_id
         self.train_options = _read_json(os.path.join(run_dir, "train_config.json"))
         self._generator = Generator(self.model, self.tokenizer, self.context_length)
-        self._logits = tf.function(lambda ids: self.model(ids, training=False),
-                                   jit_compile=False, autograph=False)
+        self._logits = graph_function(lambda ids: self.model(ids, training=False),
+                                      jit_compile=False)
 
     def tokenize(self, texts):
         return self.tokenizer.tokenize(tf.constant(texts))

@@ -7,6 +7,7 @@ TF Serving runs; `Generator` compiles it once (all shapes dynamic) and reuses it
 import numpy as np
 import tensorflow as tf
 
+from tfllm.graph_function import graph_function
 from tfllm.models.gpt import call_with_cache, init_cache
 
 
@@ -183,14 +184,12 @@ class Generator:
     def __init__(self, model, tokenizer, context_length, jit_compile=True, bucket=32):
         self.model, self.tokenizer = model, tokenizer
         self.context_length, self.bucket = context_length, bucket
-        # AutoGraph off: the loops are tf.while_loop already, and converting the source
-        # of everything the model calls cost more than tracing it.
-        self._loop = tf.function(self._loop_fn, jit_compile=jit_compile, autograph=False)
-        self._prefill = tf.function(
+        self._loop = graph_function(self._loop_fn, jit_compile=jit_compile)
+        self._prefill = graph_function(
             lambda prompt, max_new: prefill(model, prompt, max_new, tokenizer.pad_id),
-            jit_compile=jit_compile, autograph=False)
-        self._step = tf.function(
-            lambda *args: decode_step(model, *args), jit_compile=jit_compile, autograph=False)
+            jit_compile=jit_compile)
+        self._step = graph_function(
+            lambda *args: decode_step(model, *args), jit_compile=jit_compile)
 
     def _loop_fn(self, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop_ids):
         return decode(self.model, prompt, max_new_tokens, context_length=self.context_length,

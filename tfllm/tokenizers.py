@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from tfllm.atomic import write_atomic
+from tfllm.graph_function import graph_function
 from tfllm.quiet import quiet_stderr
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -556,10 +557,8 @@ class GPT2Tokenizer(Tokenizer):
     def _tokenize(self, texts):
         return self._tokenize_graph(texts)
 
-    # A tf.function: traced once, so eager calls do not rebuild the merge loop each time.
-    # AutoGraph off: converting this code took longer than tracing it (keras-hub's merge
-    # step, which branches on tensors, is a tf.function of its own and converts itself).
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+    # A graph function: traced once, so eager calls do not rebuild the merge loop each time.
+    @graph_function(input_signature=[tf.TensorSpec([None], tf.string)])
     def _tokenize_graph(self, texts):
         words = self._pre_tokenize(texts)  # (batch, words) strings
         unique, index = tf.unique(words.flat_values)

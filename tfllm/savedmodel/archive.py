@@ -5,9 +5,8 @@ Tracing the serving graphs (tokenizer, sampler, decoding loop) is most of an exp
 time. Two rules keep it to one trace of each:
 
 - Serving functions are plain graph functions (`jit_compile=False`: the stock model
-  server cannot run XLA-compiled functions on every build) with AutoGraph off: their
-  loops are written as `tf.while_loop` / `tf.map_fn`, and converting the source of every
-  function they call took longer than tracing it.
+  server cannot run XLA-compiled functions on every build), without AutoGraph as every
+  tfllm graph function (`tfllm.graph_function`).
 - `tf.saved_model.save` looks a signature function up in its trace cache under the save
   context, which is part of the cache key; the archive's first trace (to find the
   variables the endpoints use) ran outside it, so every signature was traced twice.
@@ -17,12 +16,13 @@ time. Two rules keep it to one trace of each:
 import tensorflow as tf
 from tensorflow.python.saved_model import save_context
 
+from tfllm.graph_function import graph_function
+
 
 def serving_function(fn, input_signature=None):
     """`fn` as a serving graph (an archive endpoint, or a graph endpoints share): a graph
     function, not XLA, not AutoGraph-converted."""
-    return tf.function(fn, input_signature=input_signature, jit_compile=False,
-                       autograph=False)
+    return graph_function(fn, input_signature=input_signature, jit_compile=False)
 
 
 def write_archive(archive, path):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tfllm.chat_format import ChatTokens, prompt_ids
 from tfllm.generation import (cut_at_stop, decode_step, encode_prompts, left_pad, prefill,
                               sample_tokens)
+from tfllm.graph_function import graph_function
 from tfllm.models.gpt import init_cache
 from tfllm.serve.protocol import chat_refusal
 from tfllm.serve.worker import Job, Sampling, Worker
@@ -99,14 +100,12 @@ class RunEngine(Worker):
         row, scalar = tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32)
         caches = [tuple(tf.TensorSpec([None, None, *t.shape[2:]], t.dtype) for t in pair)
                   for pair in init_cache(model, 1, 1)]  # (batch, length, heads, head_dim)
-        # One trace each, whatever the batch, prompt and reply lengths (AutoGraph off,
-        # as in Generator: nothing to convert, and converting is slow).
-        self._prefill = tf.function(lambda p, n: prefill(model, p, n, pad),
-                                    input_signature=[ids, scalar], autograph=False)
-        self._step = tf.function(lambda *args: decode_step(model, *args),
-                                 input_signature=[row, caches, ids, scalar, row, scalar],
-                                 autograph=False)
-        self._sample = tf.function(sample_tokens, reduce_retracing=True, autograph=False)
+        # One trace each, whatever the batch, prompt and reply lengths.
+        self._prefill = graph_function(lambda p, n: prefill(model, p, n, pad),
+                                       input_signature=[ids, scalar])
+        self._step = graph_function(lambda *args: decode_step(model, *args),
+                                    input_signature=[row, caches, ids, scalar, row, scalar])
+        self._sample = graph_function(sample_tokens, reduce_retracing=True)
 
     # --- requests -> jobs (called from the web side; raise ValueError for a 400) ---------
 

@@ -27,6 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfllm.graph_function import graph_function
+
 
 def token_losses(logits, targets, pad_id):
     """Per-replica (sum of token cross-entropies, count of real targets), in float32."""
@@ -119,21 +121,16 @@ class Trainer:
         kind = strategy_kind(strategy)
         whole = jit_compile and kind == "default"
         per_replica = jit_compile and kind == "replicas"
-        # AutoGraph off: the loops are tf.while_loop already, and converting the source of
-        # everything the model calls took longer than tracing it.
-        self._train_step = tf.function(self._train_step_fn, jit_compile=whole or None,
-                                       autograph=False)
+        self._train_step = graph_function(self._train_step_fn, jit_compile=whole or None)
         # Not compiled itself: it reads the iterator; each step inside it is.
-        self._train_steps = tf.function(self._train_steps_fn, autograph=False)
-        self._eval_step = tf.function(self._eval_step_fn, jit_compile=whole or None,
-                                      autograph=False)
+        self._train_steps = graph_function(self._train_steps_fn)
+        self._eval_step = graph_function(self._eval_step_fn, jit_compile=whole or None)
         self._gradients = self._gradients_fn
         self._replica_eval = self._replica_eval_fn
         if per_replica:
             # Evaluation stays uncompiled here: an XLA function called per replica reads
             # the other replicas' variables from the first device and fails.
-            self._gradients = tf.function(self._gradients_fn, jit_compile=True,
-                                          autograph=False)
+            self._gradients = graph_function(self._gradients_fn, jit_compile=True)
 
     def trained_parameters(self):
         """How many numbers the updates change: every trainable weight, counting only

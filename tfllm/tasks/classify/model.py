@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import write_json
+from tfllm.graph_function import graph_function
 from tfllm.models import GPTConfig
 from tfllm.models.classifier import build_classifier
 from tfllm.data.rows import encode_texts
@@ -85,12 +86,11 @@ class Classifier:
     def __init__(self, model, tokenizer, config, info):
         self.model, self.tokenizer, self.config, self.info = model, tokenizer, config, info
         self.labels = list(info.labels)
-        self._probabilities = tf.function(
+        self._probabilities = graph_function(
             lambda texts: tf.nn.softmax(tf.cast(self.model(
                 encode_texts(self.tokenizer, texts, info.seq_len), training=False),
                 tf.float32)),
-            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False,
-            autograph=False)
+            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False)
 
     def predict_proba(self, texts, batch_size=64):
         """float32 `(len(texts), num_classes)`."""

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from tfllm.atomic import write_json
 from tfllm.data.rows import encode_array, token_counts
+from tfllm.graph_function import graph_function
 from tfllm.models import GPTConfig
 from tfllm.models.classifier import copy_backbone_weights, member_view
 from tfllm.tasks.classify.data import (class_weights, label_ids, label_vocabulary,
@@ -341,8 +342,8 @@ def predict_logits(model, x, batch_size=128, pad_id=0):
 def _predict_fn(model):
     if not hasattr(model, "_tfllm_predict"):
         # One trace for every batch width (batches are cut to their longest text).
-        model._tfllm_predict = tf.function(
-            lambda ids: model(ids, training=False), jit_compile=False, autograph=False,
+        model._tfllm_predict = graph_function(
+            lambda ids: model(ids, training=False), jit_compile=False,
             input_signature=[tf.TensorSpec([None, None], tf.int32)])
     return model._tfllm_predict
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from tfllm.atomic import write_atomic
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
+from tfllm.graph_function import graph_function
 from tfllm.models import GPTConfig, build_gpt
 from tfllm.savedmodel.gpt import export_final
 from tfllm.tokenizers import (CharTokenizer, SentencePieceTokenizer, load_hf_tokenizer,
@@ -155,7 +156,7 @@ def check_workers_agree(strategy, step, data_fingerprint):
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
 
-    @tf.function(autograph=False)
+    @graph_function()
     def gather():
         mine = tf.constant([[step, data_fingerprint]], tf.int64)
         return strategy.gather(strategy.run(lambda: mine), axis=0)

@@ -7,6 +7,7 @@ import os
 import tensorflow as tf
 
 from tfllm.data.rows import encode_texts
+from tfllm.graph_function import graph_function
 from tfllm.models.seq2seq import Seq2SeqConfig, build_seq2seq, generate
 from tfllm.tokenizers import load_tokenizer
 from tfllm.training import run_dir as rd
@@ -40,10 +41,9 @@ class Translator:
     """A trained seq2seq model in this process: texts in, translations out."""
 
     def __init__(self, model, tokenizer, config):
-        self._translate = tf.function(
+        self._translate = graph_function(
             lambda sources: translate_graph(model, tokenizer, config, sources),
-            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False,
-            autograph=False)
+            input_signature=[tf.TensorSpec([None], tf.string)], jit_compile=False)
 
     def __call__(self, texts, batch_size=64):
         """The translation of each text (a list of strings)."""

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfllm.chat_format import END_TOKEN, ChatTokens, render_ids, trim_to_fit
 from tfllm.evaluation import write_report
 from tfllm.generation import decode, left_pad
+from tfllm.graph_function import graph_function
 from tfllm.tasks.lm.evaluate import evaluate_lm
 from tfllm.tasks.sft.data import (conversation_rows, encode_conversations,
                                   split_conversations)
@@ -25,7 +26,7 @@ def assistant_loss(model, inputs, targets, pad_id, batch_size=32, jit_compile=Fa
     """(mean cross-entropy in nats, count) over the targets that are not `pad_id`: with
     SFT rows, the assistant's tokens and their end-of-turn."""
 
-    @tf.function(jit_compile=jit_compile, autograph=False)
+    @graph_function(jit_compile=jit_compile)
     def sums(x, y):
         return token_losses(model(x, training=False), y, pad_id)
 
@@ -69,9 +70,9 @@ def generate_replies(model, prompts, max_new_tokens, *, context_length, pad_id, 
     """Greedy replies `(n, max_new_tokens)` to prompt id lists, `pad_id` after `stop_id`."""
     width = max(len(p) for p in prompts)
     batch_size = min(batch_size, len(prompts))
-    run = tf.function(lambda prompt: decode(
+    run = graph_function(lambda prompt: decode(
         model, prompt, max_new_tokens, context_length=context_length, stop_ids=[stop_id],
-        pad_id=pad_id), jit_compile=jit_compile, autograph=False)
+        pad_id=pad_id), jit_compile=jit_compile)
     replies = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
