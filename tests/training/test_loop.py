@@ -63,3 +63,39 @@ def test_weight_decay_skips_norms_biases_and_embeddings():
                  "block_0/attention_norm/gamma", "final_norm/beta", "block_1/ffn_in/bias"):
         assert kept in before and kept not in decayed
     assert keras.config.dtype_policy().name == "float32"
+
+
+def test_adamw_updates_exactly_as_keras_adamw():
+    """tfllm's AdamW shares the step's scalars across variables; the numbers must stay
+    Keras' own, to the bit, through warm-up, decay, clipping and the weight-decay
+    exclusions."""
+    import keras
+    import tensorflow as tf
+
+    from tfllm.models import GPTConfig, build_gpt
+    from tfllm.training.optimizer import (build_optimizer, learning_rate_schedule,
+                                          no_decay_variables)
+
+    def trained(make_optimizer):
+        keras.utils.set_random_seed(0)
+        model = build_gpt(GPTConfig(**CONFIG))
+        optimizer = make_optimizer(model)
+        variables = model.trainable_variables
+        optimizer.build(variables)
+        apply = tf.function(lambda grads: optimizer.apply(grads, variables))
+        rng = np.random.default_rng(1)
+        for _ in range(4):
+            apply([tf.constant(rng.normal(size=v.shape), tf.float32) for v in variables])
+        return [np.array(v) for v in variables]
+
+    def keras_adamw(model):
+        optimizer = keras.optimizers.AdamW(
+            learning_rate=learning_rate_schedule(0.05, 10, 2), weight_decay=0.1,
+            beta_1=0.9, beta_2=0.99, global_clipnorm=1.0)
+        optimizer.exclude_from_weight_decay(var_list=no_decay_variables(model))
+        return optimizer
+
+    ours = trained(lambda model: build_optimizer(model, 0.05, 10, 2, 0.1, clip_norm=1.0,
+                                                 beta_2=0.99))
+    for a, b in zip(ours, trained(keras_adamw)):
+        np.testing.assert_array_equal(a, b)
