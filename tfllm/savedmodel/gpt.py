@@ -88,8 +88,8 @@ def _sampling_params(max_new_tokens, temperature, top_k, top_p, seed):
         return [tf.identity(v) for v in values]
 
 
-def _generate(model, tokenizer, context, prompts, max_new_tokens, temperature, top_k, top_p,
-              seed):
+def _generate(decode_ids, tokenizer, context, prompts, max_new_tokens, temperature, top_k,
+              top_p, seed):
     """Checked generation: a bad request fails with a message, before any model op runs."""
     max_new_tokens, temperature, top_k, top_p, seed = _sampling_params(
         max_new_tokens, temperature, top_k, top_p, seed)
@@ -104,14 +104,12 @@ def _generate(model, tokenizer, context, prompts, max_new_tokens, temperature, t
     ]
     with tf.control_dependencies(checks):
         ids = ids.with_flat_values(tf.identity(ids.flat_values))
-    new_ids = generate_ids(
-        model, ids, max_new_tokens, context_length=context, eos_id=tokenizer.eos_id,
-        pad_id=tokenizer.pad_id, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed)
+    new_ids = decode_ids(ids, max_new_tokens, temperature, top_k, top_p, seed,
+                         tf.constant([tokenizer.eos_id], tf.int32))
     return tokenizer.detokenize(new_ids)
 
 
-def _chat(model, tokenizer, tokens, context, conversations, max_new_tokens, temperature,
+def _chat(decode_ids, tokenizer, tokens, context, conversations, max_new_tokens, temperature,
           top_k, top_p, seed):
     """Each conversation (a JSON string of messages) -> the assistant's reply, with the
     oldest turns dropped when the conversation outgrows the context."""
@@ -131,10 +129,8 @@ def _chat(model, tokenizer, tokens, context, conversations, max_new_tokens, temp
 
     prompts = tf.map_fn(render, conversations, fn_output_signature=tf.RaggedTensorSpec(
         [None], tf.int32, ragged_rank=0))
-    new_ids = generate_ids(
-        model, prompts, max_new_tokens, context_length=context, eos_id=tokenizer.eos_id,
-        pad_id=tokenizer.pad_id, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed, stop_ids=[tokens.end_id, tokenizer.eos_id])
+    new_ids = decode_ids(prompts, max_new_tokens, temperature, top_k, top_p, seed,
+                         tf.constant([tokens.end_id, tokenizer.eos_id], tf.int32))
     # The end-of-turn marker that stopped a reply is not part of it.
     return tokenizer.detokenize(tf.where(new_ids == tokens.end_id, tokenizer.pad_id, new_ids))
 
@@ -189,8 +185,17 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
     prompts = tf.TensorSpec([None], tf.string, name="prompts")
     params = [tf.TensorSpec(None, _PARAM_DTYPES[k], name=k)
               for k in ("max_new_tokens", *GENERATION_DEFAULTS)]
-    # One decoding graph for both signatures that generate from prompts (traced once).
-    generate = serving_function(lambda *args: _generate(model, tokenizer, context, *args),
+    # One decoding loop for every signature that generates (traced once, stored once),
+    # and one prompt-to-text graph for the two that take prompts.
+    decode_ids = serving_function(
+        lambda ids, max_new_tokens, temperature, top_k, top_p, seed, stop_ids: generate_ids(
+            model, ids, max_new_tokens, context_length=context, eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id, temperature=temperature, top_k=top_k, top_p=top_p,
+            seed=seed, stop_ids=stop_ids),
+        input_signature=[tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),
+                         *(tf.TensorSpec([], spec.dtype) for spec in params),
+                         tf.TensorSpec([None], tf.int32)])
+    generate = serving_function(lambda *args: _generate(decode_ids, tokenizer, context, *args),
                                 input_signature=[prompts, *params])
 
     def serving_default(prompts, max_new_tokens=d["max_new_tokens"],
@@ -205,7 +210,7 @@ def build_archive(model, tokenizer, config, max_new_tokens=None):
 
     def chat(conversations, max_new_tokens=d["max_new_tokens"], temperature=d["temperature"],
              top_k=d["top_k"], top_p=d["top_p"], seed=d["seed"]):
-        return {"replies": _chat(model, tokenizer, chat_tokens, context, conversations,
+        return {"replies": _chat(decode_ids, tokenizer, chat_tokens, context, conversations,
                                  max_new_tokens, temperature, top_k, top_p, seed)}
 
     def score(texts):
