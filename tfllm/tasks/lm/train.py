@@ -175,7 +175,9 @@ def check_workers_agree(strategy, step, data_fingerprint):
 def write_samples(model, tokenizer, config, path, options):
     from tfllm.generation import Generator
 
-    generator = Generator(model, tokenizer, config.context_length)
+    # Two calls only: XLA's compile would cost more than it saves (the chat CLI and the
+    # server, which decode again and again, compile).
+    generator = Generator(model, tokenizer, config.context_length, jit_compile=False)
     prompts = list(SAMPLE_PROMPTS)
     max_new = min(options.sample_tokens, config.context_length - 16)
     greedy = generator(prompts, max_new_tokens=max_new)
