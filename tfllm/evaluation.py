@@ -31,7 +31,10 @@ class RunModel:
         self.context_length = config.context_length
         self.eos_id, self.pad_id = self.tokenizer.eos_id, self.tokenizer.pad_id
         self.train_options = _read_json(os.path.join(run_dir, "train_config.json"))
-        self._generator = Generator(self.model, self.tokenizer, self.context_length)
+        # evaluate.py generates once, for its --prompt list: XLA's compile would cost more
+        # than it saves.
+        self._generator = Generator(self.model, self.tokenizer, self.context_length,
+                                    jit_compile=False)
         self._logits = graph_function(lambda ids: self.model(ids, training=False),
                                       jit_compile=False)
 
