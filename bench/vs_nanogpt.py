@@ -23,7 +23,9 @@ alone do. Printed, for each and as a ratio:
     step alone           one training step (forward, backward, clipping, AdamW) on one fixed
                          batch of 12 x 64, the same model, nothing else; for tfllm also with
                          its default steps per call, and the matmuls-alone bound
-                         (bench/train_throughput.py): the step's matrix products alone
+                         (bench/train_throughput.py): the step's matrix products alone;
+                         and both on one thread (torch.set_num_threads(1), one TensorFlow
+                         thread), which separates per-thread speed from parallelism
     loop overhead        step in the loop over step alone
     outside the loop     wall time less the iterations at the loop's step time: start-up,
                          compilation, evaluations, checkpoints
@@ -97,12 +99,13 @@ def timed(command, env=None):
     return out, wall, peak_mb
 
 
-def in_fresh_process(function, *args):
-    """`function(*args)` of this file, run in a fresh interpreter: a command started
-    there is its only child, so RUSAGE_CHILDREN there is that command's alone."""
+def in_fresh_process(function, *args, env=None):
+    """`function(*args)` of this file, run in a fresh interpreter (with `env` added): a
+    command started there is its only child, so RUSAGE_CHILDREN there is that command's
+    alone."""
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
             f"import vs_nanogpt as b; print('RESULT', repr(b.{function}(*{args!r})))")
-    out, _, _ = timed([sys.executable, "-c", code])
+    out, _, _ = timed([sys.executable, "-c", code], env)
     line = [row for row in out.splitlines() if row.startswith("RESULT ")][-1]
     return eval(line[len("RESULT "):])  # noqa: S307  (our own repr)
 
@@ -172,7 +175,9 @@ import statistics, sys, time
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
 from model import GPT, GPTConfig
-steps, warm = int(sys.argv[2]), int(sys.argv[3])
+steps, warm, threads = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+if threads:
+    torch.set_num_threads(threads)
 torch.manual_seed(0)
 model = GPT(GPTConfig(n_layer=%d, n_head=%d, n_embd=%d, block_size=%d, vocab_size=65,
                       dropout=0.0, bias=False))
@@ -194,9 +199,11 @@ print("RESULT", 1000 * statistics.median(times[warm:]))
 """ % (LAYERS, HEADS, WIDTH, CONTEXT, WEIGHT_DECAY, LR, BATCH, CONTEXT, CLIP)
 
 
-def nanogpt_step_ms(steps, warm=10):
+def nanogpt_step_ms(steps, warm=10, threads=0):
+    """ms per step alone; `threads` > 0 limits torch to that many threads."""
     out = subprocess.run([nanogpt_python(), "-c", NANOGPT_STEP, NANOGPT_DIR, str(steps),
-                          str(warm)], capture_output=True, text=True, check=True).stdout
+                          str(warm), str(threads)], capture_output=True, text=True,
+                         check=True).stdout
     return float(out.split("RESULT")[-1])
 
 
@@ -253,7 +260,9 @@ def main(argv=None):
         return 0
     nanogpt_python()
     runs = {"nanoGPT": [], "tfllm": []}
-    steps = {"nanoGPT": [], "tfllm": [], "tfllm per call": [], "matmuls alone": []}
+    steps = {"nanoGPT": [], "tfllm": [], "tfllm per call": [], "matmuls alone": [],
+             "nanoGPT 1 thread": [], "tfllm 1 thread": []}
+    one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     for r in range(args.rounds):
         for name, run in (("nanoGPT", run_nanogpt), ("tfllm", run_tfllm))[::1 - 2 * (r % 2)]:
             runs[name].append(run(args.iters))
@@ -261,11 +270,14 @@ def main(argv=None):
         for name in ("nanoGPT", "tfllm")[::1 - 2 * (r % 2)]:
             if name == "nanoGPT":
                 steps["nanoGPT"].append(nanogpt_step_ms(args.step_iters))
+                steps["nanoGPT 1 thread"].append(nanogpt_step_ms(args.step_iters, threads=1))
             else:
                 ours = in_fresh_process("_tfllm_step_ms", args.step_iters)
                 steps["tfllm"].append(ours["one"])
                 steps["tfllm per call"].append(ours["per_call"])
                 steps["matmuls alone"].append(ours["matmuls"])
+                steps["tfllm 1 thread"].append(in_fresh_process(
+                    "_tfllm_step_ms", args.step_iters, env=one_thread)["per_call"])
         print(f"round {r + 1}: steps alone (ms) "
               f"{ {k: round(v[-1], 2) for k, v in steps.items()} }", file=sys.stderr, flush=True)
     report(runs, steps, args)
@@ -307,6 +319,9 @@ def report(runs, steps, args):
           f"| {ours['peak'] / nano['peak']:.2f}x |")
     print(f"| step alone | {nano['step_ms']:.1f} ms | {ours['step_ms']:.1f} ms "
           f"({alone['tfllm']:.1f} ms one per call) | {nano['step_ms'] / ours['step_ms']:.2f}x |")
+    print(f"| step alone, one thread | {alone['nanoGPT 1 thread']:.1f} ms "
+          f"| {alone['tfllm 1 thread']:.1f} ms "
+          f"| {alone['nanoGPT 1 thread'] / alone['tfllm 1 thread']:.2f}x |")
     print(f"| matmuls alone (bound) | | {alone['matmuls alone']:.1f} ms | |")
     print(f"| loop overhead over the step alone | {nano['overhead']:+.0%} "
           f"| {ours['overhead']:+.0%} | |")
