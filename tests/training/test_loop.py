@@ -99,3 +99,9 @@ def test_adamw_updates_exactly_as_keras_adamw():
                                                  beta_2=0.99))
     for a, b in zip(ours, trained(keras_adamw)):
         np.testing.assert_array_equal(a, b)
+
+    # The shared-scalar update has no amsgrad branch: asking for it is refused, not ignored.
+    from tfllm.training.optimizer import AdamW
+
+    with pytest.raises(ValueError, match="amsgrad"):
+        AdamW(amsgrad=True)

@@ -19,8 +19,14 @@ class AdamW(keras.optimizers.AdamW):
     step, which cost trace and compile time and nothing else. The update below is Keras'
     arithmetic in Keras' order (the same numbers to the bit), with those scalars shared.
     It overrides two methods of Keras' TensorFlow optimizer (keras is pinned) and has no
-    amsgrad branch (tfllm never asks for one).
+    amsgrad branch (tfllm never asks for one), so it refuses amsgrad.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.amsgrad:
+            raise ValueError("tfllm's AdamW has no amsgrad variant: use "
+                             "keras.optimizers.AdamW(amsgrad=True) instead")
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)
