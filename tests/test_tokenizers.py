@@ -128,6 +128,32 @@ def test_tokenize_in_tf_function(tokenizer):
     assert dense[0].numpy().tolist()[: len(tokenizer.encode(texts[0]))] == tokenizer.encode(texts[0])
 
 
+def test_a_global_seed_or_a_second_copy_leaves_a_tokenizer_working(tokenizer, tmp_path):
+    """Setting a seed drops TensorFlow's cached kernels, which held TF Text's SentencePiece
+    model: a notebook that loads a run, then seeds (or trains), must keep its tokenizer."""
+    import gc
+
+    import keras
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def traced(texts):
+        return tokenizer.tokenize(texts).to_tensor()
+
+    text = "hello world, again"
+    expected = tokenizer.encode(text)
+    traced(tf.constant([text]))
+    tokenizer.save(tmp_path)
+    copy = load_tokenizer(tmp_path)
+    keras.utils.set_random_seed(3)
+    assert copy.encode(text) == expected
+    del copy
+    gc.collect()
+    tf.random.set_seed(4)
+    assert tokenizer.encode(text) == expected
+    assert traced(tf.constant([text])).numpy()[0].tolist() == expected
+    assert tokenizer.decode(expected) == text
+
+
 def test_save_and_load(tokenizer, tmp_path):
     tokenizer.save(tmp_path)
     config = json.loads((tmp_path / "tokenizer.json").read_text())
