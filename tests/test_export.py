@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, refused, run_cli
+from conftest import ROOT, refused, run_cli, run_main
 
 
 def export_cli(*args, timeout=300):
@@ -213,8 +213,8 @@ def test_saved_model_has_only_tensorflow_and_tf_text_ops_and_no_xla(trained_run)
 
 def test_evaluate_run_and_saved_model_agree(trained_run, tmp_path):
     work, run_dir, saved_model, _ = trained_run
-    from_run = run_cli("evaluate.py", run_dir, "--prompt", "The", "--max-new-tokens", "6",
-                       cwd=work)
+    from_run = run_main("evaluate.py", run_dir, "--prompt", "The", "--max-new-tokens", "6",
+                        cwd=work)
     assert from_run.returncode == 0, from_run.stderr[-2000:]
     from_saved = run_cli("evaluate.py", saved_model, "--out", tmp_path, "--prompt", "The",
                          "--max-new-tokens", "6", cwd=work)

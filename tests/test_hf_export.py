@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_main
 from test_pretrained import CORPUS, TEXTS as GPT2_TEXTS, train_vocabulary, write_hf_directory
 from test_pretrained import FFN, HEADS, LAYERS, POSITIONS, WIDTH
 from tfllm.chat_format import END_TOKEN, ROLE_TOKENS, render_ids
@@ -237,11 +237,11 @@ def test_cli_export_of_a_trained_run_and_train_py_init_round_trip(trained_run, t
         np.testing.assert_allclose(hf_logits(hf_model, ids), expected, atol=1e-4, rtol=0)
     # One step at a learning rate too small to move a float32 weight: the run starts
     # from, and keeps, exactly the exported model and tokenizer.
-    again = run_cli("train.py", "--init", out, "--data", corpus_file, "--name", "back",
-                    "--steps", "1", "--lr", "1e-30", "--warmup-steps", "0", "--no-xla",
-                    "--batch-size", "2", "--seq-len", "32", "--eval-every", "1",
-                    "--eval-batches", "1", "--sample-tokens", "0", "--no-export",
-                    cwd=tmp_path)
+    again = run_main("train.py", "--init", out, "--data", corpus_file, "--name", "back",
+                     "--steps", "1", "--lr", "1e-30", "--warmup-steps", "0", "--no-xla",
+                     "--batch-size", "2", "--seq-len", "32", "--eval-every", "1",
+                     "--eval-batches", "1", "--sample-tokens", "0", "--no-export",
+                     cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     back, back_tokenizer, back_config = load_run(tmp_path / "runs" / "back")
     assert back_config == config

@@ -408,7 +408,7 @@ def test_chat_markers_are_added_after_gpt2_ids_and_saved(gpt2, tokenizer, tmp_pa
 
 
 def test_sft_with_lora_from_gpt2_trains_adapters_and_marker_rows(gpt2, tmp_path):
-    from conftest import run_cli
+    from conftest import run_main
 
     from tfllm.training.run_dir import load_run
 
@@ -416,11 +416,11 @@ def test_sft_with_lora_from_gpt2_trains_adapters_and_marker_rows(gpt2, tmp_path)
             for w in ("first", "second", "third", "fourth", "fifth", "sixth")] * 4
     data = tmp_path / "chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    result = run_cli("train.py", "--task", "sft", "--init", gpt2["hf_dir"], "--data", data,
-                     "--name", "g-chat", "--lora-rank", "2", "--steps", "12",
-                     "--batch-size", "4", "--seq-len", "32", "--lr", "1e-2",
-                     "--warmup-steps", "2", "--eval-every", "6", "--checkpoint-every", "6",
-                     cwd=tmp_path)
+    result = run_main("train.py", "--task", "sft", "--init", gpt2["hf_dir"], "--data", data,
+                      "--name", "g-chat", "--lora-rank", "2", "--steps", "12",
+                      "--batch-size", "4", "--seq-len", "32", "--lr", "1e-2",
+                      "--warmup-steps", "2", "--eval-every", "6", "--checkpoint-every", "6",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     base = len(gpt2["vocab"])
     assert f"chat markers added to the gpt2 vocabulary as ids {base}-{base + 3}" in result.stdout
@@ -485,16 +485,16 @@ def test_tokenizer_saved_model_in_fresh_process(tokenizer, tmp_path):
 
 def test_train_py_init_continues_pretraining_and_exports(gpt2, tmp_path, corpus_file,
                                                          monkeypatch, capsys):
-    from conftest import refused, run_cli
+    from conftest import refused, run_main
 
     # A few thousand characters are enough for 4 steps (GPT-2's BPE on the whole corpus
     # took longer than the run).
     data = tmp_path / "docs.txt"
     data.write_text(corpus_file.read_text(encoding="utf-8")[:6000], encoding="utf-8")
-    result = run_cli("train.py", "--init", gpt2["hf_dir"], "--data", data, "--name", "g",
-                     "--steps", "4", "--batch-size", "4", "--seq-len", "32",
-                     "--eval-every", "2", "--checkpoint-every", "2", "--sample-tokens", "4",
-                     cwd=tmp_path)
+    result = run_main("train.py", "--init", gpt2["hf_dir"], "--data", data, "--name", "g",
+                      "--steps", "4", "--batch-size", "4", "--seq-len", "32",
+                      "--eval-every", "2", "--checkpoint-every", "2", "--sample-tokens", "4",
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "initialized from the GPT-2 weights" in result.stdout
     assert load_tokenizer(tmp_path / "runs" / "g" / "tokenizer").kind == "gpt2"

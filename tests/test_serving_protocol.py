@@ -1,6 +1,6 @@
 """The exported SavedModel as TF Serving and its clients see it, with tfllm absent.
 
-Each loader runs in a fresh interpreter that has only TensorFlow and TensorFlow Text
+The loaders run in fresh interpreters that have only TensorFlow and TensorFlow Text
 (no PYTHONPATH, cwd "/"), and must give what in-process tfllm gives: greedy and seeded
 generations identical, scores and logits to 1e-4.
 """
@@ -30,11 +30,16 @@ BAD_REQUESTS = {
 DTYPES = {"max_new_tokens": "int32", "temperature": "float32", "top_k": "int32",
           "top_p": "float32", "seed": "int32"}
 
-TF2_LOADER = r"""
+# Both loaders run in one fresh interpreter, one after the other: the TF2 one loads into
+# the eager context, the session one into a graph and session of its own.
+LOADERS_START = r"""
 import json, sys
-import numpy as np
 import tensorflow as tf, tensorflow_text
 path, prompts, texts, sampling, bad, dtypes = sys.argv[1:2] + [json.loads(a) for a in sys.argv[2:]]
+results = {}
+"""
+
+TF2_LOADER = r"""
 m = tf.saved_model.load(path)
 sig = m.signatures
 strings = lambda t: [s.decode("utf-8", "replace") for s in t.numpy()]
@@ -64,17 +69,14 @@ for name, (change, _) in bad.items():
 again = sig["greedy"](prompts=P, **params(max_new_tokens=12))
 out["after_errors"] = strings(again["outputs"])
 out["tfllm_imported"] = sorted(m for m in sys.modules if m.startswith("tfllm"))
-print(json.dumps(out))
+results["tf2"] = out
 """
 
 # The session-based loader is how tensorflow_model_server and `saved_model_cli run` load a
 # SavedModel: signatures by tensor name, and inputs a request leaves out take the
 # SignatureDef's defaults (placeholders with defaults).
 SESSION_LOADER = r"""
-import json, sys
-import tensorflow as tf, tensorflow_text
 from tensorflow_serving.apis import prediction_log_pb2
-path, prompts, texts, sampling, bad, dtypes = sys.argv[1:2] + [json.loads(a) for a in sys.argv[2:]]
 tf1 = tf.compat.v1
 strings = lambda a: [s.decode("utf-8", "replace") for s in a]
 warmup = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request
@@ -116,7 +118,8 @@ with tf1.Session(graph=tf.Graph()) as sess:
         feeds = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
         result = call(request.model_spec.signature_name, **feeds)
         out["warmup"].append([request.model_spec.signature_name, sorted(result)])
-print(json.dumps(out))
+results["session"] = out
+print(json.dumps(results))
 """
 
 SIGNATURES = ["chat", "greedy", "logits", "score", "serving_default", "tokenize"]
@@ -132,9 +135,12 @@ def run_fresh(script, *args, timeout=300):
     return result
 
 
-def run_loader(script, saved_model):
+@pytest.fixture(scope="module")
+def loaded(trained_run):
+    """What each loader got: {"tf2": ..., "session": ...}."""
     args = [json.dumps(a) for a in (PROMPTS, TEXTS, SAMPLING, BAD_REQUESTS, DTYPES)]
-    return json.loads(run_fresh(script, saved_model, *args).stdout.strip().splitlines()[-1])
+    script = LOADERS_START + TF2_LOADER + SESSION_LOADER
+    return json.loads(run_fresh(script, trained_run[2], *args).stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +187,8 @@ def check_against_in_process(got, ref):
     assert got["after_errors"] == ref["greedy"]  # a failed request leaves the model serving
 
 
-def test_tf2_loader_gives_what_tfllm_gives(trained_run, in_process):
-    got = run_loader(TF2_LOADER, trained_run[2])
+def test_tf2_loader_gives_what_tfllm_gives(loaded, in_process):
+    got = loaded["tf2"]
     assert got["tfllm_imported"] == []
     check_against_in_process(got, in_process)
     assert got["all_inputs_greedy"] == in_process["greedy"]
@@ -192,8 +198,8 @@ def test_tf2_loader_gives_what_tfllm_gives(trained_run, in_process):
     assert got["defaults"] == in_process["generator"](PROMPTS, max_new_tokens=n)
 
 
-def test_session_loader_gives_the_same_and_fills_defaults(trained_run, in_process):
-    got = run_loader(SESSION_LOADER, trained_run[2])
+def test_session_loader_gives_the_same_and_fills_defaults(loaded, in_process):
+    got = loaded["session"]
     check_against_in_process(got, in_process)
     assert got["sampled_rows"] == got["sampled"]
     assert got["defaults"] == got["greedy_defaults"]

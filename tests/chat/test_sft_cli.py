@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import refused, run_cli
+from conftest import refused, run_main
 from test_sft_data import make_conversations, write_jsonl
 
 SFT_FLAGS = ["--batch-size", "8", "--warmup-steps", "5", "--eval-every", "20",
@@ -25,9 +25,9 @@ def test_sft_learns_the_replies_and_writes_a_run_directory(trained_run, tmp_path
     data = write_jsonl(tmp_path / "chat.jsonl", make_conversations(48))
     val = write_jsonl(tmp_path / "val.jsonl", make_conversations(12, seed=1))
     # The export of an SFT run is checked by the LoRA test below.
-    result = run_cli("train.py", "--task", "sft", "--init", base_run, "--data", data,
-                     "--val", val, "--steps", "30", "--lr", "3e-3", "--no-export", *SFT_FLAGS,
-                     cwd=tmp_path)
+    result = run_main("train.py", "--task", "sft", "--init", base_run, "--data", data,
+                      "--val", val, "--steps", "30", "--lr", "3e-3", "--no-export", *SFT_FLAGS,
+                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "runs" / "t-sft"  # the default name: <init>-sft
     for name in ("config.json", "train_config.json", "tokenizer/tokenizer.json",
@@ -74,10 +74,10 @@ def test_lora_sft_resumes_and_exports_the_merged_model(trained_run, tmp_path):
     data = write_jsonl(tmp_path / "chat.jsonl", make_conversations(48))
     flags = ["--task", "sft", "--init", base_run, "--data", data, "--lora-rank", "2",
              "--lr", "1e-2", "--name", "lora", *SFT_FLAGS]
-    first = run_cli("train.py", *flags, "--steps", "20", "--no-export", cwd=tmp_path)
+    first = run_main("train.py", *flags, "--steps", "20", "--no-export", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "training 4,096 of" in first.stdout  # 2 blocks x 4 projections x (a + b)
-    second = run_cli("train.py", *flags, "--steps", "40", cwd=tmp_path)
+    second = run_main("train.py", *flags, "--steps", "40", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "at step 20" in second.stdout and "resumed from" in second.stdout
 

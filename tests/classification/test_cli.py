@@ -4,14 +4,13 @@ bad input refused in one line with nothing written."""
 
 import csv
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from classify_helpers import CLASSIFY_FLAGS, TOPICS, write_dataset
-from conftest import ROOT, run_cli
+from conftest import run_cli, run_main
 
 LABELS = sorted(TOPICS)
 
@@ -26,9 +25,9 @@ def zh_run(tmp_path_factory, zh_data):
     """train.py on the headlines, an ensemble of two: (workdir, run_dir, saved_model,
     stdout)."""
     work = tmp_path_factory.mktemp("zh_work")
-    result = run_cli("train.py", "--task", "classify", "--data", zh_data["train"], "--val",
-                     zh_data["valid"], "--name", "zh", "--members", "2", *CLASSIFY_FLAGS,
-                     cwd=work)
+    result = run_main("train.py", "--task", "classify", "--data", zh_data["train"], "--val",
+                      zh_data["valid"], "--name", "zh", "--members", "2", *CLASSIFY_FLAGS,
+                      cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, work / "runs" / "zh", work / "saved_models" / "zh" / "1", result.stdout
 
@@ -59,7 +58,7 @@ def test_evaluate_scores_run_and_saved_model_alike(zh_run, zh_data):
     work, run_dir, saved_model, _ = zh_run
     reports = {}
     for name, target, out in (("run", run_dir, []), ("saved", saved_model, ["--out", "sm"])):
-        result = run_cli("evaluate.py", target, "--data", zh_data["test"], *out, cwd=work)
+        result = run_main("evaluate.py", target, "--data", zh_data["test"], *out, cwd=work)
         assert result.returncode == 0, result.stderr[-2000:]
         where = run_dir if name == "run" else work / "sm"
         reports[name] = json.loads((where / "report.json").read_text(encoding="utf-8"))
@@ -268,10 +267,8 @@ def test_tasks_that_do_not_apply_to_a_classifier_are_refused_by_the_registry(
 def test_python_m_tfllm_export_exports_a_classifier_run(zh_run):
     """The export CLI recognises a classifier run and writes a classifier SavedModel."""
     work, run_dir, _, _ = zh_run
-    result = subprocess.run([sys.executable, "-m", "tfllm.export", str(run_dir), "--name",
-                             "zh_again", "--output-dir", str(work / "exported")], cwd=work,
-                            capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = run_main("tfllm.export", run_dir, "--name", "zh_again", "--output-dir",
+                      work / "exported", cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     metadata = json.loads((work / "exported" / "zh_again" / "1" / "assets.extra" /
                            "tfllm.json").read_text(encoding="utf-8"))

@@ -57,15 +57,6 @@ import train
 sys.exit(train.main(sys.argv[1:]))
 """
 
-LOAD_AND_GENERATE = """
-import json, sys
-import tensorflow as tf, tensorflow_text
-m = tf.saved_model.load(sys.argv[1])
-out = m.signatures["greedy"](prompts=tf.constant(["The", "A list"]),
-                                      max_new_tokens=tf.constant(10))
-print("RESULT " + json.dumps([s.decode() for s in out["outputs"].numpy()]))
-"""
-
 
 def test_a_model_trained_under_mirrored_exports_and_loads_the_same_way(tmp_path, corpus_file):
     from conftest import TINY_FLAGS
@@ -80,13 +71,14 @@ def test_a_model_trained_under_mirrored_exports_and_loads_the_same_way(tmp_path,
                           "PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replica(s)" in result.stdout
-    saved_model = tmp_path / "saved_models" / "m" / "1"
-    loaded = subprocess.run([sys.executable, "-c", LOAD_AND_GENERATE, str(saved_model)],
-                            capture_output=True, text=True, timeout=300, cwd="/",
-                            env={**THREADS, "TF_CPP_MIN_LOG_LEVEL": "2",
-                                 "PATH": "/usr/bin:/bin"})
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
-    served = json.loads([r for r in loaded.stdout.splitlines() if r.startswith("RESULT ")][-1][7:])
+    # Loaded here: a SavedModel carries its functions, whatever strategy trained the model.
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the tokenizer's ops)
+
+    saved_model = tf.saved_model.load(str(tmp_path / "saved_models" / "m" / "1"))
+    out = saved_model.signatures["greedy"](prompts=tf.constant(["The", "A list"]),
+                                           max_new_tokens=tf.constant(10))
+    served = [s.decode() for s in out["outputs"].numpy()]
 
     from tfllm.evaluation import RunModel
 
