@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, TINY_FLAGS, run_cli
+from conftest import ROOT, TINY_FLAGS, run_main
 from distributed import kill, start, step_losses
 
 STEPS = 40
@@ -64,8 +64,9 @@ def test_sigkill_then_rerun_resumes_and_a_truncated_checkpoint_falls_back(tmp_pa
     killed = step_losses(open(first.log_path).read())
     assert max(killed) < STEPS, "the run ended before it could be killed"
 
-    # Rerunning the same command resumes from the checkpoint and ends at the same step.
-    second = run_cli("train.py", *command(corpus_file), cwd=tmp_path, timeout=300)
+    # Rerunning the same command resumes from the checkpoint and ends at the same step (the
+    # reruns call train.main here: the killed run is the separate process under test).
+    second = run_main("train.py", *command(corpus_file), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     start_step = resumed_step(second.stdout)
     assert 10 <= start_step <= max(killed)
@@ -81,7 +82,7 @@ def test_sigkill_then_rerun_resumes_and_a_truncated_checkpoint_falls_back(tmp_pa
     # Truncate the newest checkpoint: the rerun warns and uses the one before.
     data = run / "checkpoints" / f"ckpt-{STEPS}.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-    third = run_cli("train.py", *command(corpus_file), cwd=tmp_path, timeout=300)
+    third = run_main("train.py", *command(corpus_file), cwd=tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     warning = [line for line in third.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and f"ckpt-{STEPS}" in warning[0], third.stderr[-3000:]
