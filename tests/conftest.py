@@ -6,8 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Under pytest-xdist the cores are split among the workers: each worker, and every process
 # it starts, runs TensorFlow on its share. On CI's 2 cores with `-n 2` that is one thread
-# each; two workers' thread pools contending for two cores cost more than they gained (a
-# mirrored test took 147 s in the suite and 37 s alone).
+# each: two workers' thread pools contending for two cores cost more than they gain.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = {}
 if _workers > 1:
@@ -62,9 +61,9 @@ def run_cli(script, *args, cwd, timeout=600):
 
 def run_main(script, *args, cwd):
     """Run a CLI's `main(argv)` in this process, in `cwd`, and return what `run_cli` returns
-    (exit code, stdout, stderr). A new process costs about 9 CPU-seconds of TensorFlow start-up
-    before any work: tests of what a run produces call this, and each CLI keeps at least
-    one test through `run_cli`, the way a user starts it."""
+    (exit code, stdout, stderr). A new process starts TensorFlow again before any work:
+    tests of what a run produces call this, and each CLI keeps tests through `run_cli`,
+    the way a user starts it."""
     import contextlib
     import importlib
     import io

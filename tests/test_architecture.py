@@ -126,3 +126,15 @@ def test_graph_functions_are_made_in_one_place():
                     and isinstance(node.value, ast.Name) and node.value.id == "tf"):
                 found.append(f"{module}:{node.lineno}")
     assert found == []
+
+
+def test_nothing_a_user_reads_points_at_the_teams_shared_folder():
+    """A user's clone has no ../shared: the package, the commands, README and docs/ name
+    datasets (`python -m tfllm.datasets`) and never that folder."""
+    files = [*PACKAGE.rglob("*.py"), ROOT / "train.py", ROOT / "evaluate.py",
+             ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    found = [f"{path.relative_to(ROOT)}:{number}"
+             for path in files
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if "../shared" in line or "shared/data" in line or "shared/ref" in line]
+    assert found == []

@@ -31,8 +31,8 @@ def test_layers_and_models_pass_on_jax(suite):
     env = dict(os.environ, KERAS_BACKEND="jax")
     # Share a GPU with this (TensorFlow) process instead of grabbing 75% of it.
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    # The tests compile hundreds of small one-off programs: without LLVM's optimisations
-    # the rerun takes about 30% less time, and the numbers checked are the same.
+    # The tests compile hundreds of small one-off programs, each run once or twice: LLVM's
+    # optimisations cost more than they save there, and the numbers checked are the same.
     flags = ["--xla_backend_optimization_level=0"]
     if env.get("TF_NUM_INTRAOP_THREADS") == "1":  # this worker's share of the cores (conftest)
         flags += ["--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"]

@@ -9,8 +9,8 @@ from tfllm.quiet import quiet_stderr
 # Packages TensorFlow and Keras import at start-up, each behind a `try: import ...
 # except ImportError`, for features tfllm's commands never use: jax (tf.lite's JAX
 # converter), scikit-learn (Keras' sklearn wrappers), IPython (Keras' notebook file
-# editor), matplotlib (Keras' image gallery). Together about 2-3 s of every command's
-# start on 2 cores; tfllm imports scikit-learn and matplotlib itself where it uses them.
+# editor), matplotlib (Keras' image gallery). Skipping them shortens every command's start
+# (README Results); tfllm imports scikit-learn and matplotlib itself where it uses them.
 UNUSED_AT_START = ("jax", "sklearn", "IPython", "matplotlib")
 
 USER_ERRORS = (ValueError, FileNotFoundError)

@@ -3,10 +3,9 @@
 tfllm's graph code needs no conversion: its loops are `tf.while_loop`, `tf.map_fn` or
 `keras.ops.while_loop`, and none of it branches on a tensor in Python. AutoGraph would
 convert the source of everything such a function calls, every Keras layer of the model
-included, and that took longer than tracing: 23 s of a tiny export's 54.5 s, 3.8 s of each
-GPT-2 tokenizer trace. Code that did branch on a tensor would fail to trace, not slow down.
-(keras-hub's BPE merge step does branch, and is a `tf.function` of its own that converts
-itself.)
+included, which takes longer than the tracing itself (README Results). Code that did branch
+on a tensor would fail to trace, not slow down. (keras-hub's BPE merge step does branch,
+and is a `tf.function` of its own that converts itself.)
 """
 
 import tensorflow as tf

@@ -5,8 +5,8 @@
 
 `NAME` means a dataset's training file, `NAME:SPLIT` one split's file; `resolve_data` turns
 a `--data` value that names a dataset into that file's path (for train.py and evaluate.py).
-The files are byte for byte those of the team's shared/data copy (`TFLLM_DATA=../shared/data`
-uses it as the cache).
+A folder that already holds the normalized files in the same layout serves as the cache
+(`TFLLM_DATA=DIR`), with no download.
 """
 
 from tfllm.datasets.fetch import (cache_dir, dataset_path, fetch, is_cached, is_dataset_spec,

@@ -1,7 +1,7 @@
 """Fetch a dataset into the cache: download its pinned originals, prepare, check, write.
 
-The cache is `$TFLLM_DATA` (default `~/.cache/tfllm/data`), laid out like the team's
-shared/data. Everything is checked in memory first, the originals against their SHA-256 and
+The cache is `$TFLLM_DATA` (default `~/.cache/tfllm/data`), one folder per dataset.
+Everything is checked in memory first, the originals against their SHA-256 and
 the prepared files against theirs, and only then written, each file atomically (temporary
 sibling, fsync, rename). A refused download therefore leaves nothing behind, and a file in the
 cache is always a complete, checked one: a dataset is cached when all its files are there.

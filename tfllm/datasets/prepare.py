@@ -1,8 +1,8 @@
-"""Turn downloaded originals into the normalized files (the layout of the team's shared/data).
+"""Turn downloaded originals into the normalized files (the cache's layout).
 
 Every function here takes `{source name: bytes}` and returns `{file name: bytes}`, in memory
 and without side effects, so the caller can check every result before it writes anything.
-The rules are the shared/data conventions: UTF-8 with `\\n` line endings and no BOM;
+The rules: UTF-8 with `\\n` line endings and no BOM;
 classification rows are `label<TAB>text` without a header; chat rows are JSONL; where the
 source has no split of its own, an md5 bucket of a key picks the split, so a row's split
 depends on its text only, never on file order.

