@@ -1,4 +1,4 @@
-"""train.py --task sft end to end, as a user runs it: a tiny pretraining run fine-tuned on
+"""train.py --task sft end to end, through its main(argv): a tiny pretraining run fine-tuned on
 made-up conversations (fully and with LoRA), its report, resume, export and load_run;
 bad input as one line, exit code 2 and nothing written."""
 
