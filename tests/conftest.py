@@ -78,7 +78,7 @@ def run_main(script, *args, cwd):
             try:
                 code = module.main(argv)
             except SystemExit as exit_:  # argparse's --help and usage errors
-                code = exit_.code if isinstance(exit_.code, int) else 1
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
     finally:
         os.chdir(previous)
     return subprocess.CompletedProcess([script, *argv], code or 0, out.getvalue(),
