@@ -2,10 +2,10 @@
 encoder's outputs, and a GELU feed-forward, each residual."""
 
 import keras
-from keras import ops
 
 from tfllm.layers.attention import MultiHeadSelfAttention
 from tfllm.layers.cross_attention import MultiHeadCrossAttention
+from tfllm.layers.transformer import feed_forward_gelu
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -108,8 +108,7 @@ class TransformerDecoderBlock(keras.layers.Layer):
             encoder_padding_mask=encoder_padding_mask, encoder_cache=encoder_cache,
             training=training)
         x = x + self.residual_dropout(attended, training=training)
-        # GPT-2's tanh approximation, as in TransformerBlock.
-        hidden = ops.gelu(self.ffn_in(self.ffn_norm(x)), approximate=True)
+        hidden = feed_forward_gelu(self.ffn_in(self.ffn_norm(x)), training)
         x = x + self.residual_dropout(self.ffn_out(hidden), training=training)
         return x if cache is None else (x, cache)
 

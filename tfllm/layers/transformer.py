@@ -6,6 +6,22 @@ from keras import ops
 from tfllm.layers.attention import MultiHeadSelfAttention
 
 
+def _tanh_gelu(x):
+    return ops.gelu(x, approximate=True)
+
+
+def feed_forward_gelu(x, training=None):
+    """GPT-2's GELU (the tanh approximation, so imported GPT-2 weights reproduce
+    exactly) for a block's feed-forward hidden layer.
+
+    In training its backward pass recomputes it from its input (`keras.remat`), with the
+    same gradients to the bit: otherwise the backward keeps the activation's
+    intermediates, several tensors 4x the model's width per block, and on a CPU the
+    step's working set outgrows the cache (README Results).
+    """
+    return keras.remat(_tanh_gelu)(x) if training else _tanh_gelu(x)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class TransformerBlock(keras.layers.Layer):
     """One GPT-2 style block: `x + attn(ln(x))`, then `x + ffn(ln(x))`.
@@ -79,8 +95,7 @@ class TransformerBlock(keras.layers.Layer):
         if cache is not None:
             attended, cache = attended
         x = inputs + self.residual_dropout(attended, training=training)
-        # GPT-2's tanh approximation, so imported GPT-2 weights reproduce exactly.
-        hidden = ops.gelu(self.ffn_in(self.ffn_norm(x)), approximate=True)
+        hidden = feed_forward_gelu(self.ffn_in(self.ffn_norm(x)), training)
         x = x + self.residual_dropout(self.ffn_out(hidden), training=training)
         return x if cache is None else (x, cache)
 
