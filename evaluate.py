@@ -16,9 +16,8 @@ end-of-turn rate; a classifier: also report.md and confusion.png.
 
 import argparse
 import os
-import sys
 
-from tfllm.cli import exit_code, import_tensorflow_quietly
+from tfllm.cli import exit_at_once, exit_code, import_tensorflow_quietly
 from tfllm.datasets import resolve_data
 from tfllm.tasks import require, task_of
 
@@ -147,4 +146,4 @@ def attention(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_at_once(main())

@@ -12,9 +12,8 @@ flag: they are generated from the options dataclasses of each task (tfllm/tasks/
 
 import argparse
 import dataclasses
-import sys
 
-from tfllm.cli import exit_code, import_tensorflow_quietly
+from tfllm.cli import exit_at_once, exit_code, import_tensorflow_quietly
 from tfllm.datasets import resolve_data
 from tfllm.tasks import TASKS, get_task
 from tfllm.training.options import TrainOptions, add_flags, flag
@@ -68,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_at_once(main())

@@ -1,6 +1,7 @@
 """What every tfllm command line shares: a quiet TensorFlow start and one-line errors."""
 
 import contextlib
+import gc
 import os
 import sys
 
@@ -60,3 +61,15 @@ def exit_code(run):
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def exit_at_once(code):
+    """End the command with `code`, its work done and its files closed.
+
+    The interpreter's exit runs the garbage collector over every object left, and a
+    command that traced and compiled TensorFlow functions holds hundreds of thousands
+    (graphs, layers, ops): seconds of walking only to free memory the exit frees anyway.
+    Frozen, they are skipped; objects still freed one by one are unchanged.
+    """
+    gc.freeze()
+    sys.exit(code)

@@ -13,9 +13,8 @@ scoring and logits signatures (tfllm.savedmodel.gpt), or a classifier's
 
 import argparse
 import os
-import sys
 
-from tfllm.cli import exit_code, import_tensorflow_quietly
+from tfllm.cli import exit_at_once, exit_code, import_tensorflow_quietly
 from tfllm.savedmodel.tf_serving import parse_version_policy, write_models_config
 from tfllm.tasks import require, task_of
 
@@ -78,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_at_once(main())
