@@ -11,7 +11,7 @@ from steps import CONFIG, random_batches
 DROPOUT = dict(CONFIG, num_layers=1, dropout=0.3)
 
 
-def fresh_trainer(steps, grad_accum=1, seed=0):
+def fresh_trainer(steps, grad_accum=1, seed=0, xla=False):
     """A model, optimizer and Trainer built as train.py builds them (seeded first)."""
     import keras
 
@@ -27,9 +27,11 @@ def fresh_trainer(steps, grad_accum=1, seed=0):
     keras.utils.set_random_seed(seed)
     model, optimizer = build_model_and_optimizer(
         options, strategy, lambda: build_gpt(GPTConfig(**DROPOUT)))
-    # Uncompiled: the same seeds as under XLA, without its compile time (train.py's XLA
-    # path is resumed in test_resume.py).
-    return Trainer(model, optimizer, strategy, jit_compile=False, grad_accum=grad_accum)
+    # Uncompiled by default: the same seeds as under XLA, without its compile time
+    # (train.py's XLA path is resumed in test_resume.py). Under XLA a call runs a program
+    # compiled for 3 stacked batches, whatever its steps.
+    return Trainer(model, optimizer, strategy, jit_compile=xla, grad_accum=grad_accum,
+                   steps_per_call=3)
 
 
 def batches(trainer, x, y, skip=0):
@@ -50,12 +52,13 @@ def run(trainer, iterator, calls):
     return losses
 
 
-@pytest.mark.parametrize("grad_accum", [1, 2])
-def test_the_same_seed_gives_the_same_losses_whatever_the_steps_per_call(grad_accum):
+@pytest.mark.parametrize("grad_accum,xla", [(1, False), (2, False), (1, True)],
+                         ids=["graph", "graph+accumulation", "xla"])
+def test_the_same_seed_gives_the_same_losses_whatever_the_steps_per_call(grad_accum, xla):
     x, y = random_batches(steps=6, batch=8)
-    one = fresh_trainer(6, grad_accum)
+    one = fresh_trainer(6, grad_accum, xla=xla)
     single = run(one, batches(one, x, y), [0] * 6)
-    chunked = fresh_trainer(6, grad_accum)
+    chunked = fresh_trainer(6, grad_accum, xla=xla)
     assert run(chunked, batches(chunked, x, y), [1, 2, 3]) == single
     # Dropout acts (a different seed gives other losses from the first step on).
     other = fresh_trainer(6, grad_accum, seed=1)

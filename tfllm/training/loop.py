@@ -13,9 +13,14 @@ compiled function. Under Mirrored/MultiWorker each replica's forward and backwar
 is compiled, and the all-reduce and the update run outside XLA (XLA cannot compile one
 function over several devices). A TPU compiles everything itself.
 
-Several steps per call: `train_steps` runs a number of steps in one call of a graph
-function, drawing each batch from the distributed iterator inside the graph (as Keras'
-`steps_per_execution` does), so Python, the iterator and the call cost once per call.
+Several steps per call: `train_steps` runs a number of steps in one call (as Keras'
+`steps_per_execution` does), so Python and the call cost once per call. With XLA on one
+device the call is one compiled program: a loop over a stack of `steps_per_call` batches
+drawn beforehand, of which it trains on the first `steps` (a call that ends early at a
+logging or checkpoint step runs the same program, so every step runs the same code).
+Calling the compiled step from inside another graph function instead costs more per step
+than the Python call it saves (README Results). Otherwise a graph function draws each batch
+from the distributed iterator and calls the step (compiled per replica, or by the TPU).
 
 Randomness: the seed of every random layer (dropout, token dropout) at a step is a pure
 function of the layer's initial seed and the optimizer's step count, which the
@@ -94,16 +99,19 @@ class Trainer:
         gradient_masks: {variable path: bool (rows,) mask}: only the True rows of those
             variables get a gradient, so only they change (the optimizer's moments of the
             other rows stay zero, and so do their updates).
+        steps_per_call: the most steps one `train_steps` call runs (a longer call, with
+            XLA on one device, compiles a program of its own).
     """
 
     def __init__(self, model, optimizer, strategy, pad_id=0, jit_compile=False,
-                 grad_accum=1, loss=None, gradient_masks=None):
+                 grad_accum=1, loss=None, gradient_masks=None, steps_per_call=1):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.pad_id = pad_id
         self.loss = loss or TokenLoss(pad_id)
         self.grad_accum = int(grad_accum)
+        self.steps_per_call = int(steps_per_call)
         self.loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
         masks = gradient_masks or {}
         unknown = set(masks) - {v.path for v in model.trainable_variables}
@@ -122,6 +130,9 @@ class Trainer:
         whole = jit_compile and kind == "default"
         per_replica = jit_compile and kind == "replicas"
         self._train_step = graph_function(self._train_step_fn, jit_compile=whole or None)
+        self._stacked_steps = None
+        if whole:
+            self._stacked_steps = graph_function(self._stacked_steps_fn, jit_compile=True)
         # Not compiled itself: it reads the iterator; each step inside it is.
         self._train_steps = graph_function(self._train_steps_fn)
         self._eval_step = graph_function(self._eval_step_fn, jit_compile=whole or None)
@@ -237,6 +248,20 @@ class Trainer:
         _, *arrays = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), *arrays))
         return tuple(a.stack() for a in arrays)
 
+    def _stacked_steps_fn(self, batches, steps):
+        """The first `steps` steps over `batches` (each tensor stacked (K, ...)); returns
+        (K,) arrays, zero past `steps`."""
+        size = tf.nest.flatten(batches)[0].shape[0]
+
+        def body(i, losses, counts, norms):
+            batch = tf.nest.map_structure(lambda t: t[i], batches)
+            loss, count, norm = self._train_step_fn(batch)
+            return i + 1, losses.write(i, loss), counts.write(i, count), norms.write(i, norm)
+
+        arrays = [tf.TensorArray(tf.float32, size=size, element_shape=()) for _ in range(3)]
+        _, *arrays = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), *arrays))
+        return tuple(a.stack() for a in arrays)
+
     def _eval_step_fn(self, batch):
         loss_sum, count = self.strategy.run(self._replica_eval, args=batch)
         return (self.strategy.reduce("SUM", loss_sum, axis=None),
@@ -252,7 +277,14 @@ class Trainer:
         """`steps` optimizer steps in one call, each on the next batch of `iterator` (an
         iterator over `distribute(...)`); returns tensors of shape (steps,): each step's
         mean loss, count and gradient norm, as `train_step` returns them."""
-        return self._train_steps(iterator, tf.constant(steps, tf.int32))
+        if self._stacked_steps is None:
+            return self._train_steps(iterator, tf.constant(steps, tf.int32))
+        batches = [next(iterator) for _ in range(steps)]
+        # Padded with the last batch, which the program does not train on.
+        batches += batches[-1:] * (self.steps_per_call - steps)
+        stacked = tf.nest.map_structure(lambda *tensors: tf.stack(tensors), *batches)
+        results = self._stacked_steps(stacked, tf.constant(steps, tf.int32))
+        return tuple(r[:steps] for r in results)
 
     def evaluate(self, dataset, max_batches=None):
         """Mean loss over all real target tokens of `dataset` (or what the loss

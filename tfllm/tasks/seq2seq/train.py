@@ -114,7 +114,8 @@ def train_seq2seq(options, log=print):
     model, optimizer = build_model_and_optimizer(options, strategy,
                                                  lambda: build_seq2seq(config))
     trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
-                      jit_compile=options.xla, grad_accum=options.grad_accum)
+                      jit_compile=options.xla, grad_accum=options.grad_accum,
+                      steps_per_call=options.steps_per_call)
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
                               keep=options.keep_checkpoints, chief=chief)
     restored = checkpoints.restore()

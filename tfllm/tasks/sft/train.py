@@ -247,7 +247,8 @@ def train_sft(options, log=print):
     trainer = Trainer(model, optimizer, strategy, pad_id=tokenizer.pad_id,
                       jit_compile=options.xla, grad_accum=options.grad_accum,
                       gradient_masks=embedding_row_masks(model, new_rows)
-                      if options.lora_rank else None)
+                      if options.lora_rank else None,
+                      steps_per_call=options.steps_per_call)
     checkpoints = Checkpoints(os.path.join(run_dir, rd.CHECKPOINTS), model, optimizer,
                               keep=options.keep_checkpoints, chief=chief)
     restored = checkpoints.restore()
