@@ -130,11 +130,11 @@ class Trainer:
         whole = jit_compile and kind == "default"
         per_replica = jit_compile and kind == "replicas"
         self._train_step = graph_function(self._train_step_fn, jit_compile=whole or None)
-        self._stacked_steps = None
+        self._stacked_steps = self._train_steps = None
         if whole:
             self._stacked_steps = graph_function(self._stacked_steps_fn, jit_compile=True)
-        # Not compiled itself: it reads the iterator; each step inside it is.
-        self._train_steps = graph_function(self._train_steps_fn)
+        else:  # not compiled itself: it reads the iterator; each step inside it is
+            self._train_steps = graph_function(self._train_steps_fn)
         self._eval_step = graph_function(self._eval_step_fn, jit_compile=whole or None)
         self._gradients = self._gradients_fn
         self._replica_eval = self._replica_eval_fn
@@ -240,23 +240,22 @@ class Trainer:
         return total / tf.maximum(tokens, 1.0), tokens, grad_norm
 
     def _train_steps_fn(self, iterator, steps):
-        def body(i, losses, counts, norms):
-            loss, count, norm = self._train_step(next(iterator))
-            return i + 1, losses.write(i, loss), counts.write(i, count), norms.write(i, norm)
-
-        arrays = [tf.TensorArray(tf.float32, size=steps) for _ in range(3)]
-        _, *arrays = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), *arrays))
-        return tuple(a.stack() for a in arrays)
+        return self._step_loop(self._train_step, lambda i: next(iterator), steps, steps)
 
     def _stacked_steps_fn(self, batches, steps):
         """The first `steps` steps over `batches` (each tensor stacked (K, ...)); returns
         (K,) arrays, zero past `steps`."""
         size = tf.nest.flatten(batches)[0].shape[0]
+        return self._step_loop(self._train_step_fn,
+                               lambda i: tf.nest.map_structure(lambda t: t[i], batches),
+                               steps, size)
 
-        def body(i, losses, counts, norms):
-            batch = tf.nest.map_structure(lambda t: t[i], batches)
-            loss, count, norm = self._train_step_fn(batch)
-            return i + 1, losses.write(i, loss), counts.write(i, count), norms.write(i, norm)
+    def _step_loop(self, step, batch_at, steps, size):
+        """`step(batch_at(i))` for i < `steps` in a `tf.while_loop`; returns (size,) arrays
+        of each step's loss, count and gradient norm."""
+        def body(i, *arrays):
+            results = step(batch_at(i))
+            return (i + 1, *(a.write(i, r) for a, r in zip(arrays, results, strict=True)))
 
         arrays = [tf.TensorArray(tf.float32, size=size, element_shape=()) for _ in range(3)]
         _, *arrays = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), *arrays))
