@@ -257,6 +257,22 @@ def test_mixed_precision_dtypes(mixed_bfloat16, training):
     assert np.isfinite(to_numpy(ops.cast(outputs, "float32"))).all()
 
 
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_declared_output_spec_is_what_the_block_computes(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        block = TransformerBlock(HEADS, FFN)
+        computed = block(random_inputs(), padding_mask=PADDING_MASK)
+        declared = block(keras.KerasTensor((BATCH, SEQ, HIDDEN)),
+                         padding_mask=keras.KerasTensor((BATCH, SEQ), "bool"))
+        assert (tuple(declared.shape), declared.dtype) == (tuple(computed.shape),
+                                                           dtype_of(computed))
+        assert block(keras.KerasTensor((None, None, HIDDEN))).shape == (None, None, HIDDEN)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def test_num_heads_must_divide_width():
     with pytest.raises(ValueError, match=r"8.*num_heads=3"):
         TransformerBlock(num_heads=3, intermediate_dim=FFN)(random_inputs())

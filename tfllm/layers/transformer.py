@@ -99,6 +99,13 @@ class TransformerBlock(keras.layers.Layer):
         x = x + self.residual_dropout(self.ffn_out(hidden), training=training)
         return x if cache is None else (x, cache)
 
+    def compute_output_spec(self, inputs, *args, cache=None, **kwargs):
+        # Declared rather than traced: building a model would otherwise trace every
+        # block's call in a scratch graph (two thirds of building a small GPT).
+        if cache is not None:
+            return super().compute_output_spec(inputs, *args, cache=cache, **kwargs)
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
     def get_config(self):
         config = super().get_config()
         config.update({
