@@ -106,16 +106,15 @@ def plot_losses(rows, path, title="loss"):
 def plot_runs(runs, path, title="loss"):
     """Train (solid) and validation (dashed, dots) loss against step of several runs,
     `{name: metrics.csv rows}`, in one PNG written atomically to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The Figure API, not pyplot: no global state, so it may run on another thread.
+    from matplotlib.figure import Figure
 
     def series(rows, key):
         points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
         return zip(*points) if points else ((), ())
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for i, (name, rows) in enumerate(runs.items()):
         colour = f"C{i}"
         for key, label, style in (("train_loss", "train", dict(linestyle="-")),
@@ -129,4 +128,3 @@ def plot_runs(runs, path, title="loss"):
     ax.legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-    plt.close(fig)

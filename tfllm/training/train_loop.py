@@ -51,6 +51,7 @@ def train_loop(trainer, train_ds, val_ds, options, checkpoints, logs, log=print)
         progress = keras.utils.Progbar(
             options.steps, stateful_metrics=["loss", "tok/s", "lr", "grad norm"])
         progress.update(step)
+    trainer.compile_eval_step(val_ds)
     start, window_start, pending, timed = time.time(), time.time(), [], []
     while step < options.steps:
         # The first call compiles: one step, kept off the clock.

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import write_json
+from tfllm.background import in_background
 from tfllm.data.rows import encode_array, token_counts
 from tfllm.graph_function import graph_function
 from tfllm.models import GPTConfig
@@ -220,6 +221,10 @@ def train_classifier(options, log=print):
         if logs:
             logs.close()
     seconds = time.time() - started
+    # Drawn while the final evaluation runs.
+    plot = chief and in_background(
+        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+        f"{options.name}: classifier on {options.data}")
 
     best.restore()
     scores = validation_scores(model, prepared.x_val, prepared.y_val, len(info.labels),
@@ -233,8 +238,7 @@ def train_classifier(options, log=print):
               "val_loss": scores["loss"], "labels": list(info.labels), "seq_len": info.seq_len}
     if not chief:
         return result
-    plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-                title=f"{options.name}: classifier on {options.data}")
+    plot.result()
     if options.export:
         final = inference_copy(model, lambda: info.build(config), options, strategy)
         result["saved_model"] = export_classifier(

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import write_atomic
+from tfllm.background import in_background
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
 from tfllm.graph_function import graph_function
@@ -129,6 +130,10 @@ def pretrain(options, log=print):
 
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
+    # Drawn while the final evaluation runs.
+    plot = chief and in_background(
+        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+        f"{options.name}: {options.preset} on {options.data or 'pydoc_data'}")
 
     val_loss, val_tokens = trainer.evaluate(val_ds)
     unigram = unigram_cross_entropy(train_ids, val_ids, tokenizer.vocab_size)
@@ -140,8 +145,7 @@ def pretrain(options, log=print):
     if not chief:
         return result
 
-    plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-                title=f"{options.name}: {options.preset} on {options.data or 'pydoc_data'}")
+    plot.result()
     final = inference_copy(model, lambda: build_gpt(config), options, strategy)
     if options.sample_tokens:
         write_samples(final, tokenizer, config, os.path.join(run_dir, rd.SAMPLES), options)

@@ -19,6 +19,7 @@ import time
 import keras
 
 from tfllm.atomic import write_atomic, write_json
+from tfllm.background import in_background
 from tfllm.data.rows import rows_dataset, token_counts
 from tfllm.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from tfllm.tasks.seq2seq.data import encode_pairs, read_pairs, split_pairs
@@ -131,6 +132,10 @@ def train_seq2seq(options, log=print):
     val_ds = rows_dataset(val_x, val_y, options.batch_size, training=False)
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
+    # Drawn while the final evaluation runs.
+    plot = chief and in_background(
+        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+        f"{options.name}: seq2seq on {os.path.basename(options.data)}")
     val_loss, val_tokens = trainer.evaluate(val_ds)
     final = inference_copy(model, lambda: build_seq2seq(config), options, strategy)
     report = {"data": options.data, "validation": val_source, "steps": int(checkpoints.step),
@@ -151,8 +156,7 @@ def train_seq2seq(options, log=print):
 
     write_json(os.path.join(run_dir, REPORT), report)
     write_samples(report.get("samples", []), os.path.join(run_dir, rd.SAMPLES))
-    plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-                title=f"{options.name}: seq2seq on {os.path.basename(options.data)}")
+    plot.result()
     if options.export:
         result["saved_model"] = export_seq2seq(
             final, tokenizer, config, os.path.join(options.export_dir, options.name),

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from tfllm.atomic import write_atomic
+from tfllm.background import in_background
 from tfllm.chat_format import END_TOKEN, ChatTokens
 from tfllm.data.rows import rows_dataset
 from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
@@ -263,6 +264,10 @@ def train_sft(options, log=print):
 
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
+    # Drawn while the final evaluation runs.
+    plot = chief and in_background(
+        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+        f"{options.name}: SFT of {os.path.basename(options.init)}")
 
     final = merged_gpt(model, config) if options.lora_rank else \
         inference_copy(model, lambda: build_gpt(config), options, strategy)
@@ -282,8 +287,7 @@ def train_sft(options, log=print):
 
     rd.write_json(os.path.join(run_dir, REPORT), report)
     log(f"report: {os.path.join(run_dir, REPORT)}")
-    plot_losses(logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-                title=f"{options.name}: SFT of {os.path.basename(options.init)}")
+    plot.result()
     write_samples(tuned["samples"], base["samples"], os.path.join(run_dir, rd.SAMPLES))
     if options.export:
         result["saved_model"] = export_final(final, tokenizer, config, options, log)
