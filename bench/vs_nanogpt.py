@@ -28,7 +28,13 @@ alone do. Printed, for each and as a ratio:
                          thread), which separates per-thread speed from parallelism
     loop overhead        step in the loop over step alone
     outside the loop     wall time less the iterations at the loop's step time: start-up,
-                         compilation, evaluations, checkpoints
+                         compilation, evaluations, checkpoints (and any slower stretch of
+                         the loop, which the median leaves out)
+    outside, timed       for tfllm, each part timed from when its output lines arrive:
+                         start-up (to the "model:" line), the first call (the first
+                         logged steps less their time at the median step), the periodic
+                         evaluations (each evaluating interval less its steps), the final
+                         whole-split evaluation and the exit after it
 
 Speed ratios are nanoGPT's time over tfllm's (above 1: tfllm is faster). Without
 `../shared` (a fresh clone) it says so and exits 0.
@@ -85,12 +91,21 @@ def nanogpt_python():
     return python
 
 
-def timed(command, env=None):
-    """(stdout, wall seconds, peak resident MB of the command and what it waited for)."""
+def timed(command, env=None, lines=None):
+    """(stdout, wall seconds, peak resident MB of the command and what it waited for).
+    With a list `lines`, each stdout line is appended to it as (seconds since the start,
+    line) when it arrives; stderr then goes with stdout."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, **(env or {})})
-    out, err = process.communicate()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        stderr=subprocess.PIPE if lines is None else subprocess.STDOUT)
+    if lines is None:
+        out, err = process.communicate()
+    else:
+        for line in process.stdout:
+            lines.append((time.perf_counter() - start, line))
+        process.wait()
+        out = err = "".join(line for _, line in lines)
     wall = time.perf_counter() - start
     # The kernel's peak for the child, merged with those of its own waited-for children.
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -131,12 +146,37 @@ def _nanogpt_command(iters):
 
 def _tfllm_command(iters):
     with tempfile.TemporaryDirectory(prefix="vs-nanogpt-") as work:
-        out, wall, peak = timed(tfllm_command(iters, work))
+        lines = []
+        out, wall, peak = timed(tfllm_command(iters, work), lines=lines)
         rates = [float(r.replace(",", "")) for r in re.findall(r"([\d,]+) tokens/s", out)]
         val_whole = float(re.findall(r"validation loss ([\d.]+) nats/token", out)[-1])
         val_20 = random_batch_loss(os.path.join(work, "shakespeare"))
+    ms_per_step = 1000 * BATCH * CONTEXT / statistics.median(rates)
     return {"val_20": val_20, "val_whole": val_whole, "wall": wall,
-            "ms_per_step": 1000 * BATCH * CONTEXT / statistics.median(rates), "peak_mb": peak}
+            "ms_per_step": ms_per_step, "peak_mb": peak,
+            "parts": outside_parts(lines, wall, ms_per_step)}
+
+
+STEP_LINE = re.compile(r"step (\d+)/\d+: .*?([\d,]+) tokens/s")
+
+
+def outside_parts(lines, wall, ms_per_step):
+    """Seconds of each part of a tfllm command outside its train loop, from the arrival
+    times of its lines: start-up, first call, evaluations, final evaluation, exit. The
+    first logged interval counts whole as the first call."""
+    model = next(t for t, line in lines if line.startswith("model:"))
+    final = next(t for t, line in lines if line.startswith("validation loss"))
+    steps = [(t, int(m[1]), float(m[2].replace(",", "")), "val loss" in line)
+             for t, line in lines if (m := STEP_LINE.match(line))]
+    first_time, first_step = steps[0][:2]
+    evaluations = 0.0
+    for (t0, step0, _, _), (t, step, rate, evaluated) in zip(steps, steps[1:]):
+        if evaluated:  # the interval less its steps at the interval's own rate
+            evaluations += t - t0 - (step - step0) * BATCH * CONTEXT / rate
+    return {"start-up": model,
+            "first call": first_time - model - first_step * ms_per_step / 1000,
+            "evaluations": evaluations, "final evaluation": final - steps[-1][0],
+            "exit": wall - final}
 
 
 def run_tfllm(iters):
@@ -327,6 +367,10 @@ def report(runs, steps, args):
           f"| {ours['overhead']:+.0%} | |")
     print(f"| outside the loop (start-up, compile, evaluations) | {nano['outside']:.1f} s "
           f"| {ours['outside']:.1f} s | |")
+    parts = {name: statistics.median(run["parts"][name] for run in runs["tfllm"])
+             for name in runs["tfllm"][0]["parts"]}
+    print(f"| outside, timed part by part | | {sum(parts.values()):.1f} s: "
+          + ", ".join(f"{name} {seconds:.1f}" for name, seconds in parts.items()) + " | |")
 
 
 if __name__ == "__main__":
