@@ -138,7 +138,8 @@ class Trainer:
             self._train_steps = graph_function(self._train_steps_fn)
         self._eval_step = graph_function(self._eval_step_fn, jit_compile=whole or None)
         self._eval_compiled = whole
-        self._eval_compile = None  # compile_eval_step's Future
+        self._eval_batch = None  # set by compile_eval_step until the first train call
+        self._eval_compile = None  # then the Future of the eval step's compile
         self._gradients = self._gradients_fn
         self._replica_eval = self._replica_eval_fn
         if per_replica:
@@ -289,23 +290,27 @@ class Trainer:
         # Padded with the last batch, which the program does not train on.
         batches += batches[-1:] * (self.steps_per_call - steps)
         stacked = tf.nest.map_structure(lambda *tensors: tf.stack(tensors), *batches)
-        results = self._stacked_steps(stacked, tf.constant(steps, tf.int32))
+        count = tf.constant(steps, tf.int32)
+        if self._eval_batch is not None:
+            # The train program is traced first, so that the eval step's tracing (Python)
+            # runs while the train program compiles (C++, which lets Python run).
+            self._stacked_steps.get_concrete_function(stacked, count)
+            self._eval_compile = in_background(self._eval_step, self._eval_batch)
+            self._eval_batch = None
+        results = self._stacked_steps(stacked, count)
         return tuple(r[:steps] for r in results)
 
     def compile_eval_step(self, dataset):
-        """With XLA, start compiling the eval step for `dataset`'s batches on another thread
+        """With XLA, have the eval step for `dataset`'s batches compile on another thread
         while the first train call compiles (a compile keeps the cores only partly busy:
         1.4 of 2 for the train step); the first `evaluate` waits for it."""
-        if not self._eval_compiled or self._eval_compile is not None:
-            return
-        batch = next(iter(self.distribute(dataset)))
-        # Traced here: tracing is Python, which would only wait for the other thread's.
-        self._eval_step.get_concrete_function(batch)
-        self._eval_compile = in_background(self._eval_step, batch)
+        if self._eval_compiled and self._eval_compile is None:
+            self._eval_batch = next(iter(self.distribute(dataset)))
 
     def evaluate(self, dataset, max_batches=None):
         """Mean loss over all real target tokens of `dataset` (or what the loss
         counts), and their count."""
+        self._eval_batch = None  # compiled below if not already
         if self._eval_compile is not None:
             self._eval_compile.result()  # raises what compiling raised
         sums = []
