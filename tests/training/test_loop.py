@@ -105,3 +105,26 @@ def test_adamw_updates_exactly_as_keras_adamw():
 
     with pytest.raises(ValueError, match="amsgrad"):
         AdamW(amsgrad=True)
+
+
+def test_an_eval_step_compiled_beside_the_first_train_call_evaluates_the_same():
+    import keras
+    import tensorflow as tf
+
+    from tfllm.models import GPTConfig, build_gpt
+    from tfllm.training.loop import Trainer
+    from tfllm.training.optimizer import build_optimizer
+
+    x, y = random_batches(steps=4, batch=8)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8, drop_remainder=True)
+    runs = []
+    for ahead in (True, False):
+        keras.utils.set_random_seed(0)
+        model = build_gpt(GPTConfig(**CONFIG))
+        trainer = Trainer(model, build_optimizer(model, 3e-3, 4, 1),
+                          tf.distribute.get_strategy(), jit_compile=True, steps_per_call=2)
+        if ahead:  # compiles on another thread during the first train call
+            trainer.compile_eval_step(data)
+        losses = trainer.train_steps(iter(trainer.distribute(data)), 2)[0].numpy()
+        runs.append((losses.tolist(), trainer.evaluate(data)))
+    assert runs[0] == runs[1]
