@@ -137,7 +137,6 @@ class Trainer:
         else:  # not compiled itself: it reads the iterator; each step inside it is
             self._train_steps = graph_function(self._train_steps_fn)
         self._eval_step = graph_function(self._eval_step_fn, jit_compile=whole or None)
-        self._eval_compiled = whole
         self._eval_batch = None  # set by compile_eval_step until the first train call
         self._eval_compile = None  # then the Future of the eval step's compile
         self._gradients = self._gradients_fn
@@ -304,7 +303,8 @@ class Trainer:
         """With XLA, have the eval step for `dataset`'s batches compile on another thread
         while the first train call compiles (a compile keeps the cores only partly busy:
         1.4 of 2 for the train step); the first `evaluate` waits for it."""
-        if self._eval_compiled and self._eval_compile is None:
+        # The eval step is compiled where the stacked program is: XLA on one device.
+        if self._stacked_steps is not None and self._eval_compile is None:
             self._eval_batch = next(iter(self.distribute(dataset)))
 
     def evaluate(self, dataset, max_batches=None):
