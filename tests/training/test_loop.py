@@ -65,10 +65,10 @@ def test_weight_decay_skips_norms_biases_and_embeddings():
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_adamw_updates_exactly_as_keras_adamw():
-    """tfllm's AdamW shares the step's scalars across variables; the numbers must stay
-    Keras' own, to the bit, through warm-up, decay, clipping and the weight-decay
-    exclusions."""
+def test_adamw_updates_as_keras_adamw():
+    """tfllm's AdamW applies each variable's update with one fused op; its updates must
+    stay Keras' own to float32 rounding, through warm-up, decay, clipping and the
+    weight-decay exclusions."""
     import keras
     import tensorflow as tf
 
@@ -81,12 +81,13 @@ def test_adamw_updates_exactly_as_keras_adamw():
         model = build_gpt(GPTConfig(**CONFIG))
         optimizer = make_optimizer(model)
         variables = model.trainable_variables
+        before = [np.array(v) for v in variables]
         optimizer.build(variables)
         apply = tf.function(lambda grads: optimizer.apply(grads, variables))
         rng = np.random.default_rng(1)
         for _ in range(4):
             apply([tf.constant(rng.normal(size=v.shape), tf.float32) for v in variables])
-        return [np.array(v) for v in variables]
+        return [np.array(v) - b for v, b in zip(variables, before)]
 
     def keras_adamw(model):
         optimizer = keras.optimizers.AdamW(
@@ -97,8 +98,10 @@ def test_adamw_updates_exactly_as_keras_adamw():
 
     ours = trained(lambda model: build_optimizer(model, 0.05, 10, 2, 0.1, clip_norm=1.0,
                                                  beta_2=0.99))
-    for a, b in zip(ours, trained(keras_adamw)):
-        np.testing.assert_array_equal(a, b)
+    for a, b in zip(ours, trained(keras_adamw), strict=True):
+        assert np.abs(b).max() > 1e-3  # every variable moved
+        # atol: float32 rounding of variables up to ~1, which the updates inherit.
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
     # The shared-scalar update has no amsgrad branch: asking for it is refused, not ignored.
     from tfllm.training.optimizer import AdamW
