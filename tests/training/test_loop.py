@@ -131,3 +131,32 @@ def test_an_eval_step_compiled_beside_the_first_train_call_evaluates_the_same():
         losses = trainer.train_steps(iter(trainer.distribute(data)), 2)[0].numpy()
         runs.append((losses.tolist(), trainer.evaluate(data)))
     assert runs[0] == runs[1]
+
+
+def test_an_evaluation_in_compiled_chunks_is_the_mean_over_every_batch(monkeypatch):
+    """With XLA one program call evaluates a chunk of stacked batches: chunks split at any
+    point (a short last one, `max_batches` inside a chunk) give the per-batch mean."""
+    import keras
+    import tensorflow as tf
+
+    from tfllm.models import GPTConfig, build_gpt
+    from tfllm.training import loop
+
+    monkeypatch.setattr(loop, "EVAL_BATCHES_PER_CALL", 3)
+    x, y = random_batches(steps=7, batch=4)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    keras.utils.set_random_seed(0)
+    model = build_gpt(GPTConfig(**CONFIG))
+    trainer = loop.Trainer(model, keras.optimizers.SGD(), tf.distribute.get_strategy(),
+                           jit_compile=True)
+
+    def expected(batches):
+        sums = [loop.token_losses(model(xb), yb, 0) for xb, yb in batches]
+        return (float(sum(float(s) for s, _ in sums) / sum(float(n) for _, n in sums)),
+                int(sum(float(n) for _, n in sums)))
+
+    for max_batches in (None, 5, 3, 1):
+        loss, tokens = trainer.evaluate(data, max_batches)
+        want_loss, want_tokens = expected(list(data.take(max_batches or 7)))
+        assert tokens == want_tokens
+        assert loss == pytest.approx(want_loss, rel=1e-6)
