@@ -26,7 +26,6 @@ input never reaches an op that would fail with a less helpful message.
 """
 
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 EXPECTED = ('chat expects a JSON array of {"role": ..., "content": ...} messages, '
             'or an object {"messages": [...]}')
@@ -121,6 +120,9 @@ def _lex(text):
                      text)
     with tf.control_dependencies(_require(valid, EXPECTED + "; the input is not valid UTF-8")):
         text = tf.identity(text)
+    # Imported here: a command that never parses chat JSON skips TF Text's start-up.
+    import tensorflow_text as tf_text
+
     # Whitespace is a dropped delimiter; every other delimiter is a kept token.
     tokens, starts, _ = tf_text.regex_split_with_offsets(text, _TOKEN + "|" + _WHITESPACE,
                                                          _TOKEN)
@@ -224,6 +226,8 @@ def _check_grammar(tokens, starts, cls, text):
 def _unescape(strings):
     """JSON string bodies (validated, quotes stripped) as UTF-8 text. A lone surrogate
     escape becomes U+FFFD, as UTF-8 cannot hold it."""
+    import tensorflow_text as tf_text
+
     pieces = tf_text.regex_split(strings, _ESCAPE, _ESCAPE)  # literal runs and escapes
     piece = pieces.flat_values
     # value_rowids() would tile a (strings, longest row) matrix in a graph; this is linear.

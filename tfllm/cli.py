@@ -18,7 +18,8 @@ USER_ERRORS = (ValueError, FileNotFoundError)
 
 
 def import_tensorflow_quietly():
-    """Import TensorFlow (and its text ops) with its start-up banner held back.
+    """Import TensorFlow with its start-up banner held back (TF Text, silent, is imported
+    where a tokenizer or a SavedModel needs its ops).
 
     TF 2.21 writes INFO lines (oneDNN, CUDA probing) to file descriptor 2 before
     absl logging is set up, and no environment variable silences them; a command's
@@ -32,7 +33,6 @@ def import_tensorflow_quietly():
     unused = [name for name in UNUSED_AT_START if not (on_jax and name == "jax")]
     with quiet_stderr(), held_back(unused):
         import tensorflow as tf
-        import tensorflow_text  # noqa: F401
 
         tf.config.list_logical_devices()  # the CUDA probe logs here, not at the first op
 

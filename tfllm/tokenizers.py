@@ -18,6 +18,7 @@ Example:
     tok.save("runs/demo"); tok = load_tokenizer("runs/demo")
 """
 
+import functools
 import hashlib
 import io
 import json
@@ -28,8 +29,6 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 import tensorflow as tf
-import tensorflow_text as tf_text
-from tensorflow_text.python.ops import sentencepiece_tokenizer as _tf_text_sentencepiece
 
 from tfllm.atomic import write_atomic
 from tfllm.graph_function import graph_function
@@ -139,20 +138,36 @@ class Tokenizer(tf.Module):
         write_atomic(directory / "tokenizer.json", (text + "\n").encode("utf-8"))
 
 
-class _SharedSentencepieceModel(_tf_text_sentencepiece._SentencepieceModelResource):
-    """TF Text's SentencePiece model resource, kept by name in TensorFlow's resource manager.
+def _tf_text():
+    """TF Text, imported when a tokenizer first needs its ops: the character tokenizer
+    never does, and the import takes a quarter of a second of every command's start."""
+    import tensorflow_text
 
-    TF Text's own resource belongs to the op's cached kernel, and TensorFlow drops cached
-    kernels whenever a global seed is set (`tf.random.set_seed`, keras.utils.set_random_seed):
-    every tokenizer made before that then fails with "Resource ... SentencepieceOp ... does
-    not exist". A name derived from the model's bytes keeps the resource past the kernel, and
-    two tokenizers of the same model share one copy.
-    """
+    return tensorflow_text
 
-    def _create_resource(self):
-        name = "tfllm_sentencepiece_" + hashlib.sha256(self._model).hexdigest()[:32]
-        return _tf_text_sentencepiece.gen_sentencepiece_tokenizer.sentencepiece_op(
-            model=self._model, shared_name=name)
+
+@functools.cache
+def _shared_sentencepiece_model_class():
+    from tensorflow_text.python.ops import sentencepiece_tokenizer as sentencepiece_ops
+
+    class SharedSentencepieceModel(sentencepiece_ops._SentencepieceModelResource):
+        """TF Text's SentencePiece model resource, kept by name in TensorFlow's resource
+        manager.
+
+        TF Text's own resource belongs to the op's cached kernel, and TensorFlow drops
+        cached kernels whenever a global seed is set (`tf.random.set_seed`,
+        keras.utils.set_random_seed): every tokenizer made before that then fails with
+        "Resource ... SentencepieceOp ... does not exist". A name derived from the model's
+        bytes keeps the resource past the kernel, and two tokenizers of the same model share
+        one copy.
+        """
+
+        def _create_resource(self):
+            name = "tfllm_sentencepiece_" + hashlib.sha256(self._model).hexdigest()[:32]
+            return sentencepiece_ops.gen_sentencepiece_tokenizer.sentencepiece_op(
+                model=self._model, shared_name=name)
+
+    return SharedSentencepieceModel
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -177,8 +192,10 @@ class SentencePieceTokenizer(Tokenizer):
             )
         # A tracked child (tf.Module attribute), so SavedModels that hold us keep the model.
         with quiet_stderr():  # TF Text's SentencePiece logs an INFO line on every load
-            self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32)
-            self._sp._model_resource = _SharedSentencepieceModel(self.model_proto, None)
+            self._sp = _tf_text().SentencepieceTokenizer(model=self.model_proto,
+                                                         out_type=tf.int32)
+            self._sp._model_resource = _shared_sentencepiece_model_class()(self.model_proto,
+                                                                           None)
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, model_type="bpe", seed=0):
@@ -609,6 +626,7 @@ class GPT2Tokenizer(Tokenizer):
         return tf.RaggedTensor.from_tensor(cut, lengths=words.row_lengths())
 
     def _split(self, texts):
+        tf_text = _tf_text()
         eos = re.escape(GPT2_EOS)
         # <|endoftext|> first, as Hugging Face does: the text around it is split on its own.
         segments = tf_text.regex_split(texts, eos, eos)  # (batch, segments)
