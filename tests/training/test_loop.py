@@ -135,16 +135,18 @@ def test_an_eval_step_compiled_beside_the_first_train_call_evaluates_the_same():
 
 def test_an_evaluation_in_compiled_chunks_is_the_mean_over_every_batch(monkeypatch):
     """With XLA one program call evaluates a chunk of stacked batches: chunks split at any
-    point (a short last one, `max_batches` inside a chunk) give the per-batch mean."""
+    point (a run of batches cut short by a smaller last batch, `max_batches` inside a
+    chunk) give the per-batch mean."""
     import keras
     import tensorflow as tf
 
     from tfllm.models import GPTConfig, build_gpt
     from tfllm.training import loop
 
-    monkeypatch.setattr(loop, "EVAL_BATCHES_PER_CALL", 3)
+    monkeypatch.setattr(loop, "EVAL_BATCHES_PER_CALL", 4)
     x, y = random_batches(steps=7, batch=4)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    # 26 rows: six batches of 4, then one of 2 (another shape, so another chunk).
+    data = tf.data.Dataset.from_tensor_slices((x[:26], y[:26])).batch(4)
     keras.utils.set_random_seed(0)
     model = build_gpt(GPTConfig(**CONFIG))
     trainer = loop.Trainer(model, keras.optimizers.SGD(), tf.distribute.get_strategy(),

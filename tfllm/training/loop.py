@@ -89,6 +89,22 @@ def seed_states(model):
     return [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
 
 
+def _same_shape_runs(batches, size):
+    """Lists of up to `size` consecutive batches whose tensors have the same shapes (a
+    short last batch, or a batch padded to its own length, starts a run of its own)."""
+    def shapes(batch):
+        return [tuple(t.shape) for t in tf.nest.flatten(batch)]
+
+    run = []
+    for batch in batches:
+        if run and (len(run) == size or shapes(batch) != shapes(run[0])):
+            yield run
+            run = []
+        run.append(batch)
+    if run:
+        yield run
+
+
 def strategy_kind(strategy):
     """'default' (one device), 'replicas' (Mirrored, MultiWorker) or 'tpu'."""
     if isinstance(strategy, tf.distribute.TPUStrategy):
@@ -342,10 +358,8 @@ class Trainer:
         if self._stacked_eval is None:
             sums = [self._eval_step(batch) for batch in batches]  # not read: they run ahead
         else:
-            calls = []
-            while chunk := list(itertools.islice(batches, EVAL_BATCHES_PER_CALL)):
-                calls.append((len(chunk), self._stacked_eval(
-                    *self._stack(chunk, EVAL_BATCHES_PER_CALL))))
+            calls = [(len(run), self._stacked_eval(*self._stack(run, EVAL_BATCHES_PER_CALL)))
+                     for run in _same_shape_runs(batches, EVAL_BATCHES_PER_CALL)]
             sums = [pair for count, (loss_sums, counts) in calls
                     for pair in zip(loss_sums.numpy()[:count], counts.numpy()[:count])]
         # Summed in Python floats, batch by batch.
