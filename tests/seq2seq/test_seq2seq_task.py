@@ -20,7 +20,7 @@ WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
 NUMERALS = "〇一二三四五六七八九"
 FLAGS = ["--task", "seq2seq", "--tokenizer", "char", "--num-layers", "1", "--embed-dim", "64",
          "--num-heads", "2", "--context-length", "32", "--dropout", "0", "--steps", "300",
-         "--batch-size", "32", "--lr", "3e-3", "--warmup-steps", "20", "--eval-every", "100",
+         "--batch-size", "32", "--lr", "1e-3", "--warmup-steps", "20", "--eval-every", "100",
          "--checkpoint-every", "100", "--eval-pairs", "100"]
 
 
