@@ -110,7 +110,7 @@ def test_adamw_updates_as_keras_adamw():
         AdamW(amsgrad=True)
 
 
-def test_an_eval_step_compiled_beside_the_first_train_call_evaluates_the_same():
+def test_an_evaluation_compiled_beside_the_first_train_call_evaluates_the_same():
     import keras
     import tensorflow as tf
 

@@ -162,10 +162,11 @@ class Trainer:
             self._stacked_steps = graph_function(self._stacked_steps_fn, jit_compile=True)
         else:  # not compiled itself: it reads the iterator; each step inside it is
             self._train_steps = graph_function(self._train_steps_fn)
-        self._eval_step = graph_function(self._eval_step_fn, jit_compile=whole or None)
-        self._stacked_eval = None
+        self._eval_step = self._stacked_eval = None
         if whole:
             self._stacked_eval = graph_function(self._stacked_eval_fn, jit_compile=True)
+        else:  # one batch a call: on a TPU compiled by it, otherwise not compiled
+            self._eval_step = graph_function(self._eval_step_fn)
         self._eval_batch = None  # set by compile_eval_step until the first train call
         self._eval_compile = None  # then the Future of the eval program's compile
         self._gradients = self._gradients_fn
