@@ -277,24 +277,29 @@ class Trainer:
         return total / tf.maximum(tokens, 1.0), tokens, grad_norm
 
     def _train_steps_fn(self, iterator, steps):
-        return self._step_loop(self._train_step, lambda i: next(iterator), steps, steps)
+        return self._step_loop(self._train_step, lambda i: next(iterator), steps, steps, 3)
 
     def _stacked_steps_fn(self, batches, steps):
         """The first `steps` steps over `batches` (each tensor stacked (K, ...)); returns
-        (K,) arrays, zero past `steps`."""
-        size = tf.nest.flatten(batches)[0].shape[0]
-        return self._step_loop(self._train_step_fn,
-                               lambda i: tf.nest.map_structure(lambda t: t[i], batches),
-                               steps, size)
+        (K,) arrays of each step's loss, count and gradient norm, zero past `steps`."""
+        return self._loop_over_stack(self._train_step_fn, batches, steps, 3)
 
-    def _step_loop(self, step, batch_at, steps, size):
+    def _loop_over_stack(self, step, batches, count, outputs):
+        """`step` on each of the first `count` of `batches` (each tensor stacked (K, ...));
+        returns (K,) arrays of its `outputs` results, zero past `count`."""
+        size = tf.nest.flatten(batches)[0].shape[0]
+        return self._step_loop(step, lambda i: tf.nest.map_structure(lambda t: t[i], batches),
+                               count, size, outputs)
+
+    def _step_loop(self, step, batch_at, steps, size, outputs):
         """`step(batch_at(i))` for i < `steps` in a `tf.while_loop`; returns (size,) arrays
-        of each step's loss, count and gradient norm."""
+        of each of its `outputs` float32 scalar results."""
         def body(i, *arrays):
             results = step(batch_at(i))
             return (i + 1, *(a.write(i, r) for a, r in zip(arrays, results, strict=True)))
 
-        arrays = [tf.TensorArray(tf.float32, size=size, element_shape=()) for _ in range(3)]
+        arrays = [tf.TensorArray(tf.float32, size=size, element_shape=())
+                  for _ in range(outputs)]
         _, *arrays = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), *arrays))
         return tuple(a.stack() for a in arrays)
 
@@ -305,17 +310,8 @@ class Trainer:
 
     def _stacked_eval_fn(self, batches, count):
         """The eval step over the first `count` of `batches` (each tensor stacked
-        (K, ...)); returns (K,) arrays of each batch's loss sum and count, zero past
-        `count`."""
-        size = tf.nest.flatten(batches)[0].shape[0]
-
-        def body(i, *arrays):
-            results = self._eval_step_fn(tf.nest.map_structure(lambda t: t[i], batches))
-            return (i + 1, *(a.write(i, r) for a, r in zip(arrays, results, strict=True)))
-
-        arrays = [tf.TensorArray(tf.float32, size=size, element_shape=()) for _ in range(2)]
-        _, *arrays = tf.while_loop(lambda i, *_: i < count, body, (tf.constant(0), *arrays))
-        return tuple(a.stack() for a in arrays)
+        (K, ...)); returns (K,) arrays of each batch's loss sum and count."""
+        return self._loop_over_stack(self._eval_step_fn, batches, count, 2)
 
     def train_step(self, distributed_batch):
         """One optimizer step; returns tensors (mean loss over real tokens, their count,
