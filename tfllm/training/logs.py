@@ -6,6 +6,8 @@ import io
 import os
 
 from tfllm.atomic import save_figure, write_atomic
+from tfllm.background import in_background
+from tfllm.training import run_dir as rd
 
 FIELDS = ("step", "train_loss", "val_loss", "learning_rate", "grad_norm", "tokens_per_sec",
           "elapsed_s")
@@ -101,6 +103,14 @@ def read_tensorboard(directory):
 def plot_losses(rows, path, title="loss"):
     """Train and validation loss of one run (its metrics.csv rows) against step."""
     plot_runs({"": rows}, path, title)
+
+
+def plot_in_background(metrics, run_dir, title):
+    """The run's loss plot (`plot_losses` of the MetricsLog `metrics`, to loss.png in
+    `run_dir`) drawn on a thread of its own while the command goes on (its final
+    evaluation); returns the Future."""
+    return in_background(plot_losses, metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+                         title)
 
 
 def plot_runs(runs, path, title="loss"):

@@ -24,7 +24,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import write_json
-from tfllm.background import in_background
 from tfllm.data.rows import encode_array, token_counts
 from tfllm.graph_function import graph_function
 from tfllm.models import GPTConfig
@@ -38,7 +37,7 @@ from tfllm.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokeniz
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints, restore_latest
-from tfllm.training.logs import MetricsLog, TensorBoardLog, plot_losses
+from tfllm.training.logs import MetricsLog, TensorBoardLog, plot_in_background
 from tfllm.training.loop import Trainer
 from tfllm.training.optimizer import current_learning_rate
 from tfllm.training.run_dir import load_run
@@ -222,9 +221,8 @@ def train_classifier(options, log=print):
             logs.close()
     seconds = time.time() - started
     # Drawn while the final evaluation runs.
-    plot = chief and in_background(
-        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-        f"{options.name}: classifier on {options.data}")
+    plot = chief and plot_in_background(
+        logs.metrics, run_dir, f"{options.name}: classifier on {options.data}")
 
     best.restore()
     scores = validation_scores(model, prepared.x_val, prepared.y_val, len(info.labels),

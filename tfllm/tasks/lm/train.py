@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import write_atomic
-from tfllm.background import in_background
 from tfllm.data import (default_corpus, heldout_ids, lm_dataset, read_texts, split_texts,
                         tokenize_corpus)
 from tfllm.graph_function import graph_function
@@ -26,7 +25,7 @@ from tfllm.tokenizers import (CharTokenizer, SentencePieceTokenizer, load_hf_tok
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
-from tfllm.training.logs import plot_losses
+from tfllm.training.logs import plot_in_background
 from tfllm.training.loop import Trainer
 from tfllm.training.run_dir import check_resumable
 from tfllm.training.strategy import is_chief, resolve_strategy, worker_id
@@ -131,8 +130,8 @@ def pretrain(options, log=print):
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
     # Drawn while the final evaluation runs.
-    plot = chief and in_background(
-        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
+    plot = chief and plot_in_background(
+        logs.metrics, run_dir,
         f"{options.name}: {options.preset} on {options.data or 'pydoc_data'}")
 
     val_loss, val_tokens = trainer.evaluate(val_ds)

@@ -19,7 +19,6 @@ import time
 import keras
 
 from tfllm.atomic import write_atomic, write_json
-from tfllm.background import in_background
 from tfllm.data.rows import rows_dataset, token_counts
 from tfllm.models.seq2seq import Seq2SeqConfig, build_seq2seq
 from tfllm.tasks.seq2seq.data import encode_pairs, read_pairs, split_pairs
@@ -30,7 +29,7 @@ from tfllm.tokenizers import CharTokenizer, SentencePieceTokenizer, load_tokeniz
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
-from tfllm.training.logs import plot_losses
+from tfllm.training.logs import plot_in_background
 from tfllm.training.loop import Trainer
 from tfllm.training.strategy import is_chief, resolve_strategy
 from tfllm.training.train_loop import logged_train_loop
@@ -133,9 +132,8 @@ def train_seq2seq(options, log=print):
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
     # Drawn while the final evaluation runs.
-    plot = chief and in_background(
-        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-        f"{options.name}: seq2seq on {os.path.basename(options.data)}")
+    plot = chief and plot_in_background(
+        logs.metrics, run_dir, f"{options.name}: seq2seq on {os.path.basename(options.data)}")
     val_loss, val_tokens = trainer.evaluate(val_ds)
     final = inference_copy(model, lambda: build_seq2seq(config), options, strategy)
     report = {"data": options.data, "validation": val_source, "steps": int(checkpoints.step),

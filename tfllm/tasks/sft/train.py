@@ -27,7 +27,6 @@ import keras
 import numpy as np
 
 from tfllm.atomic import write_atomic
-from tfllm.background import in_background
 from tfllm.chat_format import END_TOKEN, ChatTokens
 from tfllm.data.rows import rows_dataset
 from tfllm.lora import embedding_row_masks, enable_lora, merged_gpt
@@ -40,7 +39,7 @@ from tfllm.tasks.sft.mixture import load_conversations
 from tfllm.training import run_dir as rd
 from tfllm.training.build import build_model_and_optimizer, check_batch, inference_copy
 from tfllm.training.checkpoints import Checkpoints
-from tfllm.training.logs import plot_losses
+from tfllm.training.logs import plot_in_background
 from tfllm.training.loop import Trainer
 from tfllm.training.run_dir import check_resumable, load_run
 from tfllm.training.strategy import is_chief, resolve_strategy
@@ -265,9 +264,8 @@ def train_sft(options, log=print):
     losses, logs = logged_train_loop(trainer, train_ds, val_ds, options, checkpoints, run_dir,
                                      chief, log)
     # Drawn while the final evaluation runs.
-    plot = chief and in_background(
-        plot_losses, logs.metrics.read(), os.path.join(run_dir, rd.LOSS_PLOT),
-        f"{options.name}: SFT of {os.path.basename(options.init)}")
+    plot = chief and plot_in_background(
+        logs.metrics, run_dir, f"{options.name}: SFT of {os.path.basename(options.init)}")
 
     final = merged_gpt(model, config) if options.lora_rank else \
         inference_copy(model, lambda: build_gpt(config), options, strategy)
