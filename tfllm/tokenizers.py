@@ -138,14 +138,6 @@ class Tokenizer(tf.Module):
         write_atomic(directory / "tokenizer.json", (text + "\n").encode("utf-8"))
 
 
-def _tf_text():
-    """TF Text, imported when a tokenizer first needs its ops: the character tokenizer
-    never does, and the import takes a quarter of a second of every command's start."""
-    import tensorflow_text
-
-    return tensorflow_text
-
-
 @functools.cache
 def _shared_sentencepiece_model_class():
     from tensorflow_text.python.ops import sentencepiece_tokenizer as sentencepiece_ops
@@ -190,10 +182,13 @@ class SentencePieceTokenizer(Tokenizer):
                 f"this SentencePiece model starts with {self._pieces[:8]}, not the reserved "
                 f"pieces {_RESERVED_PIECES}: train it with SentencePieceTokenizer.train"
             )
+        # TF Text is imported where a tokenizer first needs its ops: the character
+        # tokenizer never does, and the import takes a quarter of a second.
+        import tensorflow_text as tf_text
+
         # A tracked child (tf.Module attribute), so SavedModels that hold us keep the model.
         with quiet_stderr():  # TF Text's SentencePiece logs an INFO line on every load
-            self._sp = _tf_text().SentencepieceTokenizer(model=self.model_proto,
-                                                         out_type=tf.int32)
+            self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32)
             self._sp._model_resource = _shared_sentencepiece_model_class()(self.model_proto,
                                                                            None)
 
@@ -626,7 +621,8 @@ class GPT2Tokenizer(Tokenizer):
         return tf.RaggedTensor.from_tensor(cut, lengths=words.row_lengths())
 
     def _split(self, texts):
-        tf_text = _tf_text()
+        import tensorflow_text as tf_text  # where needed: see SentencePieceTokenizer
+
         eos = re.escape(GPT2_EOS)
         # <|endoftext|> first, as Hugging Face does: the text around it is split on its own.
         segments = tf_text.regex_split(texts, eos, eos)  # (batch, segments)
